@@ -1,0 +1,142 @@
+"""The `attnjax` command (what ./launch.sh calls).
+
+    attnjax run CONFIG.py [--workdir DIR] [--config.KEY=VALUE ...]   one training run
+    attnjax sweep EXPERIMENT.py [--workdir DIR]                      every run of a study
+    attnjax compare DIR [DIR ...] [--out DIR]                       tables + report
+    attnjax variants [--format markdown|json]                       attention capabilities
+
+Exit codes: 0 success; 1 a run failed or was preempted; 2 bad input (nothing was written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from attnjax.registry import ConfigError
+
+USAGE = __doc__
+
+
+def _parse_run_config(config_file: str, overrides: list[str]):
+    """The config of `CONFIG.py` with absl `config_flags` overrides, resolved (validated)."""
+    from absl import flags
+    from ml_collections import config_flags
+
+    from attnjax import config as config_lib
+
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        raise ConfigError(f"unexpected arguments {bad}; overrides look like --config.KEY=VALUE")
+    config_lib.config_path(config_file.split(":", 1)[0])  # a clear error for a missing file
+    argv = ["attnjax", f"--config={config_file}", *overrides]
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file(
+        "config", None, "config file", flag_values=fv, lock_config=False,
+        accept_new_attributes=True, sys_argv=argv,
+    )
+    try:
+        fv(argv)
+    except (flags.Error, KeyError, AttributeError, TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"bad override: {e}") from None
+    return config_lib.resolve(fv.config)
+
+
+def _default_run_dir(config_file: str, overrides: list[str]) -> Path:
+    from attnjax.sweep import run_name
+
+    pairs = dict(o[len("--config."):].split("=", 1) for o in overrides if "=" in o)
+    name = run_name(pairs, list(pairs)) if pairs else "default"
+    return Path("runs") / Path(config_file.split(":", 1)[0]).stem / name
+
+
+def cmd_run(args, overrides: list[str]) -> int:
+    from attnjax.train import train_and_evaluate
+
+    config = _parse_run_config(args.config, overrides)
+    workdir = Path(args.workdir) if args.workdir else _default_run_dir(args.config, overrides)
+    summary = train_and_evaluate(config, workdir)
+    print(json.dumps({k: summary.get(k) for k in ("status", "reason", "step")}))
+    print(json.dumps(summary.get("final_metrics", {}), indent=2, sort_keys=True))
+    print(f"run dir: {workdir}")
+    return 0 if summary.get("status") == "done" else 1
+
+
+def cmd_sweep(args, extra: list[str]) -> int:
+    if extra:
+        raise ConfigError(f"unexpected arguments {extra}")
+    from attnjax import compare
+    from attnjax.sweep import run_sweep
+
+    workdir = Path(args.workdir or Path("runs") / Path(args.experiment).stem)
+    results = run_sweep(args.experiment, workdir)
+    table, report = compare.write_report([workdir], workdir)
+    print(table)
+    print(f"\nreport: {report}")
+    bad = [r.name for r, s in results if s.get("status") != "done"]
+    if bad:
+        print(f"not done: {', '.join(bad)}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_variants(args, extra: list[str]) -> int:
+    from attnjax import attention
+
+    rows = []
+    for name in attention.names():
+        caps = attention.get(name).capabilities
+        rows.append({
+            "name": name, "causal": caps.causal, "cross_attention": caps.cross_attention,
+            "padding_mask": caps.padding_mask, "needs_max_length": caps.needs_max_length,
+            "attention_weights": caps.attention_weights,
+            "state_size(head_dim=64)": caps.state_size(64) if caps.state_size else None,
+            "settings": attention.options(name),
+        })
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for r in rows:
+        cells = ["yes" if v is True else "no" if v is False else "—" if v is None else
+                 (", ".join(f"{k}={w}" for k, w in v.items()) or "—") if isinstance(v, dict)
+                 else str(v) for v in r.values()]
+        print("| " + " | ".join(cells) + " |")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="attnjax", description=USAGE,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="one training run")
+    p.add_argument("config", help="config file, e.g. configs/mqar.py (or configs/x.py:arg)")
+    p.add_argument("--workdir", help="run dir (default runs/<config>/<overrides>)")
+    p = sub.add_parser("sweep", help="every run of an experiment; re-run to resume")
+    p.add_argument("experiment", help="experiment file, e.g. experiments/quickstart.py")
+    p.add_argument("--workdir", help="sweep dir (default runs/<experiment>)")
+    sub.add_parser("compare", help="tables and report for run dirs", add_help=False)
+    p = sub.add_parser("variants", help="attention variants and their capabilities")
+    p.add_argument("--format", choices=("markdown", "json"), default="markdown")
+
+    if argv and argv[0] == "compare":
+        from attnjax import compare
+
+        return compare.main(argv[1:])
+    args, extra = parser.parse_known_args(argv)
+    handler = {"run": cmd_run, "sweep": cmd_sweep, "variants": cmd_variants}[args.command]
+    try:
+        return handler(args, extra)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

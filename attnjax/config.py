@@ -1,0 +1,203 @@
+"""Configs: the framework's defaults, loading config files, overrides and validation.
+
+A config file (`configs/<name>.py`) defines `get_config()` (optionally `get_config(arg)`) that
+starts from `defaults()` and changes what its task/model family needs. Overrides come as dotted
+keys, from the command line (`--config.model.attention=local`, parsed by absl `config_flags`) or
+from an experiment's `sweep()`. `resolve()` then checks every key against `defaults()`, the task's
+settings and the attention variant's settings, fills their defaults, and locks the config: an
+unknown key, variant or task is a `ConfigError` that names the valid choices.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from attnjax import attention, tasks
+from attnjax.registry import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POSITIONALS = ("sinusoidal", "learned", "none")
+DTYPES = ("float32", "bfloat16")
+# Subtrees whose keys belong to a plug-in (a task or an attention variant), checked there.
+_PLUGIN_KEYS = ("task", "model.attention_kwargs")
+
+
+def defaults() -> ml_collections.ConfigDict:
+    """Every framework key with its default. Config files start from this."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_train_steps = 1000
+    c.batch_size = 64  # global: split evenly over the local devices
+    c.learning_rate = 1e-3  # peak, after linear warmup; cosine decay to 0 by num_train_steps
+    c.warmup_steps = 100
+    c.weight_decay = 0.1  # decoupled (AdamW); matrices only, not biases/norms
+    c.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.98
+    c.adam_eps = 1e-8
+    c.eval_every_steps = 200
+    c.num_eval_batches = 4  # fixed eval set: num_eval_batches x batch_size examples
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 2
+    c.num_devices = 0  # 0 = every local device
+    c.progress_bar = True
+
+    c.model = ml_collections.ConfigDict()
+    c.model.attention = "softmax"  # a file name in attnjax/attention/
+    c.model.attention_kwargs = ml_collections.ConfigDict()  # that variant's settings
+    c.model.num_layers = 2
+    c.model.d_model = 64
+    c.model.num_heads = 2
+    c.model.mlp_dim = 256
+    c.model.dropout_rate = 0.0
+    c.model.positional = "learned"  # one of POSITIONALS
+    c.model.dtype = "float32"  # compute dtype; params stay float32
+
+    c.task = ml_collections.ConfigDict()
+    c.task.name = "mqar"  # a file name in attnjax/tasks/; other keys are its settings
+    return c
+
+
+# ---------------------------------------------------------------------------- loading files
+
+
+def _load_module(path: Path, kind: str):
+    if not path.is_file():
+        raise ConfigError(f"{kind} file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"_attnjax_{kind}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def config_path(name_or_path: str) -> Path:
+    """'mqar' -> <repo>/configs/mqar.py; a path is returned as is (must exist)."""
+    p = Path(name_or_path)
+    if p.suffix == ".py" or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    candidate = REPO_ROOT / "configs" / f"{name_or_path}.py"
+    if not candidate.is_file():
+        known = sorted(f.stem for f in (REPO_ROOT / "configs").glob("[!_]*.py"))
+        close = difflib.get_close_matches(name_or_path, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else "."
+        raise ConfigError(f"unknown config {name_or_path!r}{hint} Known: {', '.join(known)}")
+    return candidate
+
+
+def load_config_file(name_or_path: str, arg: str | None = None) -> ml_collections.ConfigDict:
+    """Calls `get_config()` (or `get_config(arg)`) of a config file or a configs/ name."""
+    module = _load_module(config_path(name_or_path), "config")
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{name_or_path} defines no get_config()")
+    return module.get_config(arg) if arg is not None else module.get_config()
+
+
+# ---------------------------------------------------------------------------- overrides
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'model': {'attention': 'x'}} -> {'model.attention': 'x'}."""
+    out = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping | ml_collections.ConfigDict) and len(value):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+    return out
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
+    """A copy of `config` with dotted-key overrides set (unknown keys are caught by resolve)."""
+    config = ml_collections.ConfigDict(config.to_dict())  # unlocked deep copy
+    for key, value in flatten(overrides).items():
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            if p not in node:
+                node[p] = ml_collections.ConfigDict()
+            node = node[p]
+            if not isinstance(node, ml_collections.ConfigDict):
+                raise ConfigError(f"override {key!r}: {p!r} is a value, not a group of keys")
+        try:
+            node[leaf] = value
+        except TypeError as e:  # ConfigDict's type safety: int field given a string, etc.
+            raise ConfigError(f"override {key}={value!r}: {e}") from None
+    return config
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def _paths(c: ml_collections.ConfigDict, prefix: str = "") -> Iterator[str]:
+    for key, value in c.items():
+        path = f"{prefix}{key}"
+        if any(path == p or path.startswith(p + ".") for p in _PLUGIN_KEYS):
+            continue
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _paths(value, path + ".")
+        else:
+            yield path
+
+
+def _check_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        from attnjax.registry import unknown_name_message
+
+        raise ConfigError(unknown_name_message(what, value, list(choices)))
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Validated, completed and locked copy of `config` (ConfigError on any unknown key/name)."""
+    base = defaults()
+    known = set(_paths(base))
+    for path in _paths(config):
+        if path not in known:
+            close = difflib.get_close_matches(path, sorted(known), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {path!r}{hint} Known keys: {', '.join(sorted(known))} "
+                "(plus task.<setting> and model.attention_kwargs.<setting> of the chosen "
+                "task and variant)"
+            )
+    merged = apply_overrides(base, flatten(config.to_dict()))
+
+    task = merged.task.to_dict()
+    task_name = task.pop("name")
+    task_settings = {**tasks.options(task_name), **task}  # options() raises on unknown names
+    tasks.create(task_name, **task)  # validates keys and values (__post_init__)
+    merged.task = ml_collections.ConfigDict({"name": task_name, **task_settings})
+
+    name = merged.model.attention
+    merged.model.attention_kwargs = ml_collections.ConfigDict(
+        attention.check_options(name, merged.model.attention_kwargs.to_dict())
+    )
+    _check_choice("positional encoding", merged.model.positional, POSITIONALS)
+    _check_choice("model dtype", merged.model.dtype, DTYPES)
+    for key in ("num_train_steps", "batch_size", "eval_every_steps", "log_every_steps",
+                "checkpoint_every_steps", "num_eval_batches", "keep_checkpoints"):
+        if merged[key] <= 0:
+            raise ConfigError(f"{key} must be positive, got {merged[key]}")
+    if merged.model.d_model % merged.model.num_heads:
+        raise ConfigError(
+            f"model.d_model={merged.model.d_model} must be divisible by "
+            f"model.num_heads={merged.model.num_heads}"
+        )
+    merged.lock()
+    return merged
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,136 @@
+"""The task contract: a deterministic data source, the head it needs, its loss and metrics.
+
+A task is a frozen dataclass subclass of `LMTask` or `ClassificationTask` in
+`attnjax/tasks/<name>.py`, exported as `TASK`. Its dataclass fields are its settings (every one
+has a default); `config.task` holds `name` plus any of them.
+
+Data: `task.batch(split, index, batch_size, seed)` returns a dict of numpy arrays and is a pure
+function of its arguments (rng = np.random.default_rng([seed, split_id, index])). Training reads
+batch `index = step`, so resuming at step s sees exactly the batches an uninterrupted run sees.
+Evaluation uses a fixed `EVAL_SEED`, so every run of a study is scored on identical data.
+
+Batch formats (B = batch, L = length, T = predicted positions):
+  LM ("lm" head):
+    inputs   int32 [B, L]   token ids fed to the model
+    targets  int32 [B, T]   token to predict
+    weights  f32   [B, T]   1 where the loss counts, 0 elsewhere
+    positions int32 [B, T]  (optional) which input position predicts each target; the model
+                            computes logits only there. Absent: T = L, position t predicts t.
+  Classification ("classification" head):
+    inputs   int32 [B, L]
+    targets  int32 [B]
+    padding_mask bool [B, L]  True at real tokens (pooling and attention ignore the rest)
+
+Metrics are returned as sums with their counts, {name: (sum, count)}, so they average exactly
+over devices, batches and eval sets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+SPLITS = {"train": 0, "eval": 1, "test": 2}
+EVAL_SEED = 1_000_003
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """Base of all tasks. Subclasses add settings as dataclass fields with defaults."""
+
+    head: ClassVar[str] = ""  # "lm" | "classification"
+    causal: ClassVar[bool] = False  # does the model run causally on this task?
+
+    @property
+    def output_size(self) -> int:
+        """Vocabulary size (lm) or number of classes (classification)."""
+        raise NotImplementedError
+
+    @property
+    def vocab_size(self) -> int:  # input vocabulary (subclasses with a field override this)
+        raise NotImplementedError
+
+    @property
+    def max_length(self) -> int:
+        """Length L of `inputs`."""
+        raise NotImplementedError
+
+    def batch(self, split: str, index: int, batch_size: int, seed: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([seed if split == "train" else EVAL_SEED, SPLITS[split], index])
+        return self.generate(rng, batch_size)
+
+    def generate(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
+        """One batch from `rng`. The only method a synthetic task must write."""
+        raise NotImplementedError
+
+    def loss_and_metrics(self, logits, batch) -> tuple[Any, Any, dict[str, tuple[Any, Any]]]:
+        """(loss_sum, weight_sum, {metric: (sum, count)}) for one (per-device) batch."""
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class LMTask(Task):
+    """Next-token style prediction; loss and accuracy only where `weights` > 0."""
+
+    head: ClassVar[str] = "lm"
+    causal: ClassVar[bool] = True
+
+    @property
+    def output_size(self) -> int:
+        return self.vocab_size
+
+    def loss_and_metrics(self, logits, batch):
+        # logits [B, T, V] float; targets/weights [B, T]
+        targets, weights = batch["targets"], batch["weights"].astype(jnp.float32)
+        losses = optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), targets
+        )
+        correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+        loss_sum, count = jnp.sum(losses * weights), jnp.sum(weights)
+        # an example is right when every weighted position is right
+        all_right = jnp.all((correct > 0) | (weights == 0), axis=-1).astype(jnp.float32)
+        metrics = {
+            "loss": (loss_sum, count),
+            "accuracy": (jnp.sum(correct * weights), count),
+            "sequence_accuracy": (jnp.sum(all_right), jnp.float32(targets.shape[0])),
+        }
+        return loss_sum, count, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationTask(Task):
+    """Sequence classification: one label per sequence, cross-entropy over `num_classes`."""
+
+    head: ClassVar[str] = "classification"
+    causal: ClassVar[bool] = False
+
+    @property
+    def num_classes(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def output_size(self) -> int:
+        return self.num_classes
+
+    def loss_and_metrics(self, logits, batch):
+        # logits [B, C]; targets [B]
+        targets = batch["targets"]
+        losses = optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), targets
+        )
+        correct = (jnp.argmax(logits, -1) == targets).astype(jnp.float32)
+        n = jnp.float32(targets.shape[0])
+        metrics = {"loss": (jnp.sum(losses), n), "accuracy": (jnp.sum(correct), n)}
+        return jnp.sum(losses), n, metrics
+
+
+def finalize(metric_sums: dict[str, tuple[Any, Any]]) -> dict[str, float]:
+    """{name: (sum, count)} -> {name: sum / count} as Python floats."""
+    host = jax.device_get(metric_sums)
+    return {k: float(np.asarray(s).sum() / max(float(np.asarray(c).sum()), 1e-12))
+            for k, (s, c) in host.items()}

@@ -1,0 +1,30 @@
+"""Multi-query associative recall (Zoology, Arora et al. 2023) with a small causal Transformer.
+
+Run:  ./launch.sh run configs/mqar.py --config.model.attention=linear
+Cost: ~1 minute on 2 CPU cores at these sizes (compile included).
+"""
+
+from attnjax.config import defaults
+
+
+def get_config():
+    config = defaults()
+    config.num_train_steps = 600
+    config.batch_size = 64
+    config.learning_rate = 3e-3
+    config.warmup_steps = 50
+    config.eval_every_steps = 100
+    config.log_every_steps = 25
+    config.checkpoint_every_steps = 200
+
+    config.model.num_layers = 2
+    config.model.d_model = 64
+    config.model.num_heads = 2
+    config.model.mlp_dim = 128
+    config.model.positional = "learned"
+
+    config.task.name = "mqar"
+    config.task.vocab_size = 64
+    config.task.seq_len = 64
+    config.task.num_kv_pairs = 8
+    return config

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# attnjax launcher: bootstraps .venv (created, or rebuilt when pyproject.toml changed), then
+#   ./launch.sh                     quickstart: the MQAR comparison on CPU, prints the table
+#   ./launch.sh test [PYTEST ARGS]  the test suite
+#   ./launch.sh run CONFIG.py [--workdir DIR] [--config.KEY=VALUE ...]
+#   ./launch.sh sweep EXPERIMENT.py [--workdir DIR]
+#   ./launch.sh compare DIR [DIR ...]
+#   ./launch.sh variants [--format json]
+# Environment: PYTHON (interpreter for the venv, default python3),
+#   ATTNJAX_JAX (a jax requirement for accelerators, e.g. 'jax[cuda13]' or 'jax[tpu]').
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "attnjax needs Python >= 3.11 (PYTHON=$PYTHON is $("$PYTHON" -V 2>&1 || echo missing))" >&2
+  exit 2
+fi
+
+want=$( (cat pyproject.toml; echo "${ATTNJAX_JAX:-}") | "$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')
+stamp="$VENV/.attnjax-installed"
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "launch.sh: installing attnjax into $VENV ..." >&2
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q -e ".[test]" >&2
+  if [ -n "${ATTNJAX_JAX:-}" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade "$ATTNJAX_JAX" >&2
+  fi
+  echo "$want" > "$stamp"
+fi
+
+cmd=${1:-quickstart}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  quickstart)
+    exec "$VENV/bin/python" -m attnjax sweep experiments/quickstart.py "$@" ;;
+  test)
+    exec "$VENV/bin/python" -m pytest "$@" ;;
+  run|sweep|compare|variants)
+    exec "$VENV/bin/python" -m attnjax "$cmd" "$@" ;;
+  -h|--help|help)
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *)
+    echo "launch.sh: unknown command '$cmd'. Known: quickstart (default), test, run, sweep, compare, variants, help" >&2
+    exit 2 ;;
+esac

@@ -1,0 +1,48 @@
+"""Shared test helpers. Tests run on CPU; multi-device tests start a subprocess with
+XLA_FLAGS=--xla_force_host_platform_device_count=8 (it must be set before jax is imported)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnjax import config as config_lib
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(**overrides):
+    """A seconds-long MQAR run (L=16, 2 kv pairs, 1 layer, d=32) on one device."""
+    c = config_lib.load_config_file("mqar")
+    c = config_lib.apply_overrides(c, {
+        "num_train_steps": 20, "batch_size": 16, "warmup_steps": 5, "learning_rate": 3e-3,
+        "eval_every_steps": 10, "log_every_steps": 5, "checkpoint_every_steps": 10,
+        "num_eval_batches": 2, "num_devices": 1, "progress_bar": False,
+        "model.num_layers": 1, "model.d_model": 32, "model.mlp_dim": 64,
+        "task.vocab_size": 16, "task.seq_len": 16, "task.num_kv_pairs": 2,
+        **overrides,
+    })
+    return c
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config
+
+
+def run_python(code: str, *, devices: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter with `devices` simulated CPU devices."""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300):
+    return subprocess.run([sys.executable, "-m", "attnjax", *args], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
