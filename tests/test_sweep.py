@@ -1,0 +1,110 @@
+"""Sweeps: every run trained once, re-runs train nothing, bad studies write nothing."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from attnjax import sweep, train
+from attnjax.registry import ConfigError
+from tests.conftest import run_cli
+
+EXPERIMENT = """
+from tests.conftest import tiny_config
+
+def get_config():
+    return tiny_config(num_train_steps=6, eval_every_steps=3, checkpoint_every_steps=3)
+
+def sweep():
+    return [{{"model.attention": a, "seed": s}} for a in ("softmax", "linear") for s in (0, 1)]
+"""
+
+
+def _write(tmp_path, body, name="study.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def test_sweep_trains_each_run_once_and_rerun_trains_nothing(tmp_path):
+    path = _write(tmp_path, EXPERIMENT.format())
+    out = tmp_path / "out"
+    results = sweep.run_sweep(path, out, log=lambda s: None)
+    names = [r.name for r, _ in results]
+    assert names == ["attention-softmax_seed-0", "attention-softmax_seed-1",
+                     "attention-linear_seed-0", "attention-linear_seed-1"]
+    assert all(s["status"] == "done" for _, s in results)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["done"] * 4
+    assert manifest["runs"][2]["overrides"] == {"model.attention": "linear", "seed": 0}
+
+    calls = []
+    again = sweep.run_sweep(path, out, train_fn=lambda c, d: calls.append(d), log=lambda s: None)
+    assert calls == [] and all(s["status"] == "done" for _, s in again)
+
+
+def test_sweep_resumes_an_interrupted_run(tmp_path):
+    path = _write(tmp_path, EXPERIMENT.format())
+    out = tmp_path / "out"
+    runs = sweep.expand(sweep.load_experiment(path))
+    # preempt the first run half way, as a scheduler would
+    train.train_and_evaluate(runs[0].config, out / runs[0].name, step_callback=lambda s: s == 3)
+    seen = []
+
+    def spy(config, workdir):
+        seen.append(workdir.name)
+        return train.train_and_evaluate(config, workdir)
+
+    results = sweep.run_sweep(path, out, train_fn=spy, log=lambda s: None)
+    assert seen == [r.name for r in runs]
+    assert all(s["status"] == "done" for _, s in results)
+    lines = (out / runs[0].name / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines if "eval/loss" in line] == [3, 6]
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    path = _write(tmp_path, EXPERIMENT.format())
+
+    def flaky(config, workdir):
+        if config.seed == 1:
+            raise RuntimeError("boom")
+        return {"status": "done"}
+
+    results = sweep.run_sweep(path, tmp_path / "out", train_fn=flaky, log=lambda s: None)
+    assert [s["status"] for _, s in results] == ["done", "failed", "done", "failed"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ('{"model.attention": "softmx"}', "did you mean 'softmax'"),
+    ('{"task.name": "mqarr"}', "did you mean 'mqar'"),
+    ('{"learning_rat": 0.1}', "did you mean 'learning_rate'"),
+])
+def test_bad_study_exits_nonzero_and_writes_nothing(tmp_path, bad, message):
+    body = EXPERIMENT.format().replace(
+        'return [{"model.attention": a, "seed": s}',
+        f'return [{bad}] + [{{"model.attention": a, "seed": s}}')
+    path = _write(tmp_path, body)
+    with pytest.raises(ConfigError, match=message):
+        sweep.run_sweep(path, tmp_path / "out", log=lambda s: None)
+    assert not (tmp_path / "out").exists()
+    proc = run_cli("sweep", str(path), "--workdir", str(tmp_path / "cli"))
+    assert proc.returncode == 2 and message in proc.stderr and "Known" in proc.stderr
+    assert not (tmp_path / "cli").exists()
+
+
+def test_experiment_file_problems_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        sweep.load_experiment(tmp_path / "missing.py")
+    path = _write(tmp_path, "def get_config():\n    return None\n")
+    with pytest.raises(ConfigError, match=r"must define sweep\(\)"):
+        sweep.load_experiment(path)
+
+
+def test_run_names_are_readable_and_unambiguous():
+    keys = ["model.attention", "seed", "model.attention_kwargs.window_size"]
+    assert sweep.run_name({"model.attention": "local", "seed": 0}, keys) == \
+        "attention-local_seed-0"
+    keys = ["model.dropout_rate", "task.dropout_rate"]
+    assert sweep.run_name({"model.dropout_rate": 0.1}, keys) == "model.dropout_rate-0.1"
