@@ -21,12 +21,16 @@ fi
 want=$( (cat pyproject.toml; echo "${ATTNJAX_JAX:-}") | "$PYTHON" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')
 stamp="$VENV/.attnjax-installed"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "launch.sh: installing attnjax into $VENV ..." >&2
+  echo "launch.sh: installing attnjax into $VENV (log: $VENV/install.log) ..." >&2
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q -e ".[test]" >&2
-  if [ -n "${ATTNJAX_JAX:-}" ]; then
-    "$VENV/bin/python" -m pip install -q --upgrade "$ATTNJAX_JAX" >&2
+  if ! {
+    "$VENV/bin/python" -m pip install --upgrade pip &&
+    "$VENV/bin/python" -m pip install -e ".[test]" &&
+    if [ -n "${ATTNJAX_JAX:-}" ]; then "$VENV/bin/python" -m pip install --upgrade "$ATTNJAX_JAX"; fi
+  } > "$VENV/install.log" 2>&1; then
+    tail -n 30 "$VENV/install.log" >&2
+    echo "launch.sh: installation failed; full log in $VENV/install.log" >&2
+    exit 1
   fi
   echo "$want" > "$stamp"
 fi

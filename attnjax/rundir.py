@@ -18,6 +18,8 @@ from typing import Any
 from attnjax.config import REPO_ROOT
 
 STATUSES = ("running", "done", "failed", "preempted")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -26,6 +28,7 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

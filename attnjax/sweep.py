@@ -57,6 +57,8 @@ def run_name(overrides: Mapping[str, Any], all_keys: list[str]) -> str:
     leaves = [k.rsplit(".", 1)[-1] for k in all_keys]
     parts = []
     for key, value in overrides.items():
+        if isinstance(value, Mapping) and not value:  # {} resets a group: nothing to name
+            continue
         leaf = key.rsplit(".", 1)[-1]
         label = leaf if leaves.count(leaf) == 1 else key
         parts.append(f"{label}-{_short(value)}")

@@ -1,7 +1,7 @@
 """Multi-query associative recall (Zoology, Arora et al. 2023) with a small causal Transformer.
 
 Run:  ./launch.sh run configs/mqar.py --config.model.attention=linear
-Cost: ~1 minute on 2 CPU cores at these sizes (compile included).
+Cost: about a minute on 2 CPU cores per 600 steps at these sizes (compile included).
 """
 
 from attnjax.config import defaults

@@ -24,7 +24,7 @@ def get_config():
     config.task.seq_len = 32
     config.task.num_kv_pairs = 4
     config.num_train_steps = 800
-    config.eval_every_steps = 200
+    config.eval_every_steps = 100
     config.checkpoint_every_steps = 400
     return config
 
