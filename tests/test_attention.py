@@ -14,9 +14,8 @@ from attnjax import attention
 from attnjax.attention import CapabilityError
 
 B, L, H, D = 2, 13, 4, 8  # L = 13 is not a multiple of the chunk / window sizes below
-NAMES = attention.names()
-# Contract tests use defaults except where a default would hide the interesting path at L = 13.
-CONTRACT_SETTINGS = {"local": {"window_size": 3}, "linear": {"chunk_size": 5}}
+# attention-level variants (mixer-level ones have their own contract in test_mixers.py)
+NAMES = [n for n in attention.names() if attention.get(n).capabilities.level == "attention"]
 # Outputs must be bit-identical under perturbations that may not reach them (future positions,
 # padded keys, other batch rows). A variant whose exact arithmetic mixes in zero-weighted
 # values may declare a tolerance here, with the reason. None needed so far: softmax/local
@@ -44,7 +43,8 @@ def _key_mask(b=B, lk=L):
 
 
 def _module(name, **overrides):
-    return attention.create(name, **{**CONTRACT_SETTINGS.get(name, {}), **overrides})
+    # each variant's small_settings exercise its windows/chunks/blocks at L = 13
+    return attention.create(name, **{**attention.get(name).small_settings, **overrides})
 
 
 @functools.partial(jax.jit, static_argnames=("module", "causal"))
@@ -70,7 +70,8 @@ def _jitted(module, variables, causal):
 
 
 def _modes(name):
-    return (False, True) if attention.get(name).capabilities.causal else (False,)
+    caps = attention.get(name).capabilities
+    return tuple(c for c, ok in ((False, caps.bidirectional), (True, caps.causal)) if ok)
 
 
 def _assert_same(name, a, b):
@@ -194,23 +195,33 @@ def test_grouped_query_heads(name):
 def test_capabilities_are_enforced(name):
     module = _module(name)
     caps = module.capabilities
+    causal = not caps.bidirectional  # the mode a causal-only variant is called in
     q, k, v = _inputs(lq=5, lk=L)
     if caps.cross_attention:
-        assert _run(module, q, k, v).shape == q.shape
+        assert _run(module, q, k, v, causal=causal).shape == q.shape
     else:
         with pytest.raises(CapabilityError):
-            _run(module, q, k, v)
+            _run(module, q, k, v, causal=causal)
     q, k, v = _inputs()
     if not caps.causal:
         with pytest.raises(CapabilityError):
             _run(module, q, k, v, causal=True)
+    if not caps.bidirectional:
+        with pytest.raises(CapabilityError, match="causal only"):
+            _run(module, q, k, v, causal=False)
+    if not caps.logits:
+        bias = jnp.zeros((1, H, L, L))
+        with pytest.raises(CapabilityError, match="no explicit logits"):
+            module.init(jax.random.key(0), q, k, v, causal=causal, bias=bias)
+        with pytest.raises(CapabilityError, match="soft-capping"):
+            _run(_module(name, logit_soft_cap=5.0), q, k, v, causal=causal)
     if not caps.padding_mask:
         with pytest.raises(CapabilityError):
-            _run(module, q, k, v, mask=_key_mask())
-    if caps.flops is not None:
-        assert caps.flops(L, L, D) > 0
-    if caps.state_size is not None:
-        assert caps.state_size(D) > 0
+            _run(module, q, k, v, mask=_key_mask(), causal=causal)
+    flops = module.flops(L, L, D)
+    assert np.isfinite(flops) and flops > 0
+    state = module.state_size(D)
+    assert state is None or state > 0
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -349,7 +360,7 @@ def test_linear_noncausal_matches_numpy(lq):
 
 def test_linear_declares_its_state_and_rejects_causal_cross():
     caps = attention.get("linear").capabilities
-    assert caps.state_size(D) == D * D + D and not caps.attention_weights
+    assert _module("linear").state_size(D) == D * D + D and not caps.attention_weights
     q, k, v = _inputs(lq=5)
     with pytest.raises(CapabilityError):
         _run(attention.create("linear"), q, k, v, causal=True)

@@ -17,7 +17,8 @@ from attnjax.attention.base import AttentionBase, Capabilities, CapabilityError
 __all__ = ["AttentionBase", "Capabilities", "CapabilityError", "create", "get", "names", "options"]
 
 _PACKAGE = "attnjax.attention"
-_MODULE_FIELDS = frozenset({"parent", "name"})
+# flax's own fields and the Block-level options every variant inherits from AttentionBase
+_MODULE_FIELDS = frozenset({"parent", "name", *(f.name for f in dataclasses.fields(AttentionBase))})
 
 
 def names() -> list[str]:
@@ -60,5 +61,12 @@ def check_options(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return {**valid, **overrides}
 
 
+BLOCK_OPTIONS = tuple(f.name for f in dataclasses.fields(AttentionBase)
+                      if f.name not in ("parent", "name"))
+
+
 def create(name: str, **overrides: Any) -> AttentionBase:
-    return get(name)(**check_options(name, overrides))
+    """The variant with its defaults, `overrides` of its settings, and any Block-level option
+    (`logit_soft_cap`, `attention_dropout_rate`, `max_length`)."""
+    block = {k: overrides.pop(k) for k in BLOCK_OPTIONS if k in overrides}
+    return get(name)(**check_options(name, overrides), **block)

@@ -16,16 +16,12 @@ chunked time O(L · C · d + L · d²), memory O(L · C + (L / C) · d²); decod
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 
 from attnjax.attention.base import AttentionBase, Capabilities, CapabilityError, repeat_kv
-
-
-def _flops(q_len: int, kv_len: int, head_dim: int) -> float:
-    # State S, z: L_k · d · (d + 1) multiply-adds; read-out φ(q)ᵀS, φ(q)ᵀz: L_q · d · (d + 1).
-    # (The causal chunked form adds ~4 · L · chunk_size · d for the intra-chunk products.)
-    return 2.0 * (q_len + kv_len) * head_dim * (head_dim + 1)
 
 
 def feature_map(x):
@@ -79,18 +75,22 @@ class Linear(AttentionBase):
 
     chunk_size: int = 64
     eps: float = 1e-6
+    small_settings: ClassVar[dict] = {"chunk_size": 5}  # chunk boundaries show at L = 13
 
-    capabilities = Capabilities(
-        causal=True,
-        cross_attention=True,  # non-causal only; causal needs q_len == kv_len
-        padding_mask=True,
-        attention_weights=False,
-        state_size=lambda head_dim: head_dim * head_dim + head_dim,
-        flops=_flops,
-    )
+    # cross attention: non-causal only; causal needs q_len == kv_len
+    capabilities = Capabilities(causal=True, cross_attention=True, padding_mask=True)
 
-    def __call__(self, q, k, v, *, mask=None, causal=False, deterministic=True):
-        self.check_call(q, k, v, mask, causal)
+    def flops(self, q_len, kv_len, head_dim):
+        # state S, z: Lk·d·(d+1) multiply-adds; read-out φ(q)ᵀS, φ(q)ᵀz: Lq·d·(d+1); the causal
+        # chunked form adds the C x C intra-chunk products, ~2 · L · C · d multiply-adds.
+        state = 2.0 * (q_len + kv_len) * head_dim * (head_dim + 1)
+        return state + 4.0 * q_len * min(self.chunk_size, q_len) * head_dim
+
+    def state_size(self, head_dim):
+        return head_dim * head_dim + head_dim  # S = Σ φ(k) vᵀ and z = Σ φ(k)
+
+    def __call__(self, q, k, v, *, mask=None, causal=False, bias=None, deterministic=True):
+        self.check_call(q, k, v, mask, causal, bias)
         if causal and q.shape[1] != k.shape[1]:
             raise CapabilityError(
                 f"attention 'linear' causal mode needs q_len == kv_len; got {q.shape[1]} "

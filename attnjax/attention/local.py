@@ -11,12 +11,13 @@ Complexity: ideal time O(L · w · d) and memory O(L · w) per head (w = window_
 reference implementation: it masks the full L x L logits, so it costs what softmax costs,
 time O(L² · d) and memory O(L²), and `flops` reports that cost. In exchange it records its
 weights. Causal decoding needs only the last window_size keys and values (2 · w · d per head),
-but the state cannot be expressed through the class-level `Capabilities.state_size(head_dim)`,
-so it is declared None (a KV cache).
+declared by `state_size`.
 Cross attention is not supported: the band needs query and key positions on one axis.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import jax.numpy as jnp
 
@@ -24,12 +25,10 @@ from attnjax.attention.base import (
     AttentionBase,
     Capabilities,
     combine_masks,
-    masked_dot_product_attention,
+    dense_flops,
+    scaled_dot_logits,
+    weighted_values,
 )
-
-
-def _flops(q_len: int, kv_len: int, head_dim: int) -> float:
-    return 2.0 * 2 * q_len * kv_len * head_dim  # the reference computes every q·kᵀ and w·v
 
 
 def band_mask(length: int, window_size: int, causal: bool):
@@ -49,11 +48,18 @@ class Local(AttentionBase):
     """
 
     window_size: int = 16
+    small_settings: ClassVar[dict] = {"window_size": 3}  # the band shows at L = 13
 
-    capabilities = Capabilities(cross_attention=False, attention_weights=True, flops=_flops)
+    capabilities = Capabilities(cross_attention=False, attention_weights=True, logits=True)
 
-    def __call__(self, q, k, v, *, mask=None, causal=False, deterministic=True):
-        self.check_call(q, k, v, mask, causal)
+    def flops(self, q_len, kv_len, head_dim):
+        return dense_flops(q_len, kv_len, head_dim)  # the reference computes every q·kᵀ
+
+    def state_size(self, head_dim):
+        return 2 * self.window_size * head_dim  # the last w keys and values
+
+    def __call__(self, q, k, v, *, mask=None, causal=False, bias=None, deterministic=True):
+        self.check_call(q, k, v, mask, causal, bias)
         if self.window_size < 1:
             raise ValueError(f"local window_size must be >= 1, got {self.window_size}")
         length = q.shape[1]
@@ -61,9 +67,10 @@ class Local(AttentionBase):
         key_mask = combine_masks(mask, False, length, length)  # [B, 1, 1, L] or None
         if key_mask is not None:
             full_mask = full_mask & key_mask  # [B, 1, L, L]
-        out, weights = masked_dot_product_attention(q, k, v, full_mask)  # [B, L, H, D]
-        self.sow("intermediates", "attention_weights", weights)  # [B, H, L, L] float32
-        return out.astype(q.dtype)
+        weights = self.attention_weights(
+            scaled_dot_logits(q, k), full_mask, bias=bias, deterministic=deterministic
+        )  # [B, H, L, L] float32
+        return weighted_values(weights, v).astype(q.dtype)  # [B, L, H, D]
 
 
 VARIANT = Local

@@ -14,15 +14,14 @@ import jax.numpy as jnp
 from attnjax.attention.base import (
     AttentionBase,
     Capabilities,
+    CapabilityError,
     combine_masks,
-    masked_dot_product_attention,
+    dense_flops,
+    scaled_dot_logits,
+    weighted_values,
 )
 
 IMPLEMENTATIONS = ("reference", "xla", "cudnn")
-
-
-def _flops(q_len: int, kv_len: int, head_dim: int) -> float:
-    return 2.0 * 2 * q_len * kv_len * head_dim  # q·kᵀ and weights·v
 
 
 class Softmax(AttentionBase):
@@ -35,10 +34,13 @@ class Softmax(AttentionBase):
 
     implementation: str = "reference"
 
-    capabilities = Capabilities(attention_weights=True, flops=_flops)
+    capabilities = Capabilities(attention_weights=True, logits=True)
 
-    def __call__(self, q, k, v, *, mask=None, causal=False, deterministic=True):
-        self.check_call(q, k, v, mask, causal)
+    def flops(self, q_len, kv_len, head_dim):
+        return dense_flops(q_len, kv_len, head_dim)
+
+    def __call__(self, q, k, v, *, mask=None, causal=False, bias=None, deterministic=True):
+        self.check_call(q, k, v, mask, causal, bias)
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(
                 f"softmax implementation {self.implementation!r} not in {IMPLEMENTATIONS}"
@@ -46,16 +48,22 @@ class Softmax(AttentionBase):
         q_len, kv_len = q.shape[1], k.shape[1]
         full_mask = combine_masks(mask, causal, q_len, kv_len)  # [B|1, 1, Lq, Lk] or None
         if self.implementation != "reference":
+            if self.logit_soft_cap > 0 or self.attention_dropout_rate > 0:
+                raise CapabilityError(
+                    f"softmax implementation {self.implementation!r} has no soft-capping or "
+                    "attention dropout; use implementation='reference'"
+                )
             out = jax.nn.dot_product_attention(
-                q, k, v, mask=full_mask, implementation=self.implementation
+                q, k, v, bias=bias, mask=full_mask, implementation=self.implementation
             )  # [B, Lq, H, D]
             if full_mask is not None:  # a query with no visible key gives 0, as 'reference'
                 has_key = jnp.any(full_mask, axis=-1)[:, 0, :, None, None]  # [B|1, Lq, 1, 1]
                 out = jnp.where(has_key, out, 0)
             return out.astype(q.dtype)
-        out, weights = masked_dot_product_attention(q, k, v, full_mask)  # [B, Lq, H, D]
-        self.sow("intermediates", "attention_weights", weights)  # [B, H, Lq, Lk] float32
-        return out.astype(q.dtype)
+        weights = self.attention_weights(
+            scaled_dot_logits(q, k), full_mask, bias=bias, deterministic=deterministic
+        )  # [B, H, Lq, Lk] float32
+        return weighted_values(weights, v).astype(q.dtype)  # [B, Lq, H, D]
 
 
 VARIANT = Softmax
