@@ -84,29 +84,13 @@ def cmd_sweep(args, extra: list[str]) -> int:
 
 
 def cmd_variants(args, extra: list[str]) -> int:
-    from attnjax import attention
+    if extra:
+        raise ConfigError(f"unexpected arguments {extra}")
+    from attnjax import variants
 
-    rows = []
-    for name in attention.names():
-        caps = attention.get(name).capabilities
-        rows.append({
-            "name": name, "causal": caps.causal, "cross_attention": caps.cross_attention,
-            "padding_mask": caps.padding_mask, "needs_max_length": caps.needs_max_length,
-            "attention_weights": caps.attention_weights,
-            "state_size(head_dim=64)": caps.state_size(64) if caps.state_size else None,
-            "settings": attention.options(name),
-        })
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
-    cols = list(rows[0])
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in rows:
-        cells = ["yes" if v is True else "no" if v is False else "—" if v is None else
-                 (", ".join(f"{k}={w}" for k, w in v.items()) or "—") if isinstance(v, dict)
-                 else str(v) for v in r.values()]
-        print("| " + " | ".join(cells) + " |")
+    rows = variants.matrix()
+    print(json.dumps(rows, indent=2) if args.format == "json" else variants.markdown(rows),
+          end="\n" if args.format == "json" else "")
     return 0
 
 

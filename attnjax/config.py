@@ -20,13 +20,14 @@ from typing import Any
 import ml_collections
 
 from attnjax import attention, tasks
+from attnjax.models import positional
 from attnjax.registry import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-POSITIONALS = ("sinusoidal", "learned", "none")
+POSITIONALS = positional.KINDS  # sinusoidal, learned, rope, alibi, t5_bias, none
 DTYPES = ("float32", "bfloat16")
 # Subtrees whose keys belong to a plug-in (a task or an attention variant), checked there.
-_PLUGIN_KEYS = ("task", "model.attention_kwargs")
+_PLUGIN_KEYS = ("task", "model.attention_kwargs", "model.cross_attention_kwargs")
 
 
 def defaults() -> ml_collections.ConfigDict:
@@ -56,9 +57,15 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.num_layers = 2
     c.model.d_model = 64
     c.model.num_heads = 2
+    c.model.num_kv_heads = 0  # 0 = num_heads (MHA); 1 = MQA; a divisor of num_heads = GQA
     c.model.mlp_dim = 256
-    c.model.dropout_rate = 0.0
+    c.model.dropout_rate = 0.0  # residual and embedding dropout
+    c.model.attention_dropout_rate = 0.0  # on attention weights (variants with logits)
+    c.model.qk_norm = False  # LayerNorm of q and k per head before the variant
+    c.model.logit_soft_cap = 0.0  # > 0: logits -> cap * tanh(logits / cap)
     c.model.positional = "learned"  # one of POSITIONALS
+    c.model.cross_attention = "softmax"  # encoder-decoder (seq2seq tasks) cross attention
+    c.model.cross_attention_kwargs = ml_collections.ConfigDict()
     c.model.dtype = "float32"  # compute dtype; params stay float32
 
     c.task = ml_collections.ConfigDict()
@@ -180,23 +187,62 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     tasks.create(task_name, **task)  # validates keys and values (__post_init__)
     merged.task = ml_collections.ConfigDict({"name": task_name, **task_settings})
 
-    name = merged.model.attention
-    merged.model.attention_kwargs = ml_collections.ConfigDict(
-        attention.check_options(name, merged.model.attention_kwargs.to_dict())
-    )
-    _check_choice("positional encoding", merged.model.positional, POSITIONALS)
+    model = merged.model
+    for key in ("attention", "cross_attention"):
+        model[f"{key}_kwargs"] = ml_collections.ConfigDict(
+            attention.check_options(model[key], model[f"{key}_kwargs"].to_dict())
+        )
+    _check_choice("positional encoding", model.positional, POSITIONALS)
+    _check_model(model, tasks.get(task_name))
     _check_choice("model dtype", merged.model.dtype, DTYPES)
     for key in ("num_train_steps", "batch_size", "eval_every_steps", "log_every_steps",
                 "checkpoint_every_steps", "num_eval_batches", "keep_checkpoints"):
         if merged[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {merged[key]}")
-    if merged.model.d_model % merged.model.num_heads:
-        raise ConfigError(
-            f"model.d_model={merged.model.d_model} must be divisible by "
-            f"model.num_heads={merged.model.num_heads}"
-        )
     merged.lock()
     return merged
+
+
+def _check_model(model, task_cls) -> None:
+    """Combinations of Block options, variant capabilities and the task's mode."""
+    caps = attention.get(model.attention).capabilities
+    name = model.attention
+    if model.d_model % model.num_heads:
+        raise ConfigError(
+            f"model.d_model={model.d_model} must be divisible by model.num_heads={model.num_heads}"
+        )
+    if model.num_kv_heads and model.num_heads % model.num_kv_heads:
+        raise ConfigError(f"model.num_kv_heads={model.num_kv_heads} must divide "
+                          f"model.num_heads={model.num_heads} (0 = one per head)")
+    if task_cls.causal and not caps.causal:
+        raise ConfigError(f"task {task_cls.__name__} runs causally but attention {name!r} has "
+                          "no causal mode")
+    if not task_cls.causal and not caps.bidirectional:
+        raise ConfigError(f"task {task_cls.__name__} is bidirectional but attention {name!r} "
+                          "is causal only")
+    needs_logits = [what for what, on in (
+        (f"model.positional={model.positional!r}", model.positional in ("alibi", "t5_bias")),
+        ("model.logit_soft_cap", model.logit_soft_cap > 0),
+        ("model.attention_dropout_rate", model.attention_dropout_rate > 0),
+    ) if on]
+    if needs_logits and not caps.logits:
+        with_logits = [n for n in attention.names() if attention.get(n).capabilities.logits]
+        raise ConfigError(f"{needs_logits[0]} needs a variant with explicit logits; "
+                          f"{name!r} has none. Variants with logits: {', '.join(with_logits)}")
+    if caps.level == "mixer" and (model.positional in ("rope", "alibi", "t5_bias")
+                                  or model.qk_norm or model.num_kv_heads):
+        raise ConfigError(f"{name!r} is a mixer-level baseline (no q/k/v): rope, alibi, "
+                          "t5_bias, qk_norm and num_kv_heads do not apply")
+    if model.positional == "rope" and (model.d_model // model.num_heads) % 2:
+        raise ConfigError("model.positional='rope' needs an even head dimension")
+    if task_cls.head == "seq2seq":
+        cross = attention.get(model.cross_attention).capabilities
+        if cross.level != "attention" or not cross.cross_attention:
+            able = [n for n in attention.names()
+                    if attention.get(n).capabilities.cross_attention
+                    and attention.get(n).capabilities.level == "attention"]
+            raise ConfigError(f"model.cross_attention={model.cross_attention!r} cannot attend "
+                              f"to another sequence. Variants that can: {', '.join(able)}")
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -75,7 +75,8 @@ def hparams_from(config) -> dict[str, jax.Array]:
 
 
 def _model_inputs(batch):
-    return dict(padding_mask=batch.get("padding_mask"), positions=batch.get("positions"))
+    """The batch entries the model takes besides `inputs` (see models.INPUT_KEYS)."""
+    return {k: batch[k] for k in models.INPUT_KEYS if k in batch}
 
 
 def _global_norm(tree):

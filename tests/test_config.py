@@ -47,7 +47,11 @@ def test_resolve_fills_variant_and_task_defaults():
     ({"task.name": "mqr"}, "did you mean 'mqar'? Known: "),
     ({"task.num_kv_pair": 3}, "did you mean 'num_kv_pairs'"),
     ({"model.attention": "local", "model.attention_kwargs.windw": 3}, "'window_size'"),
-    ({"model.positional": "rotary"}, "Known: sinusoidal, learned, none"),
+    ({"model.positional": "rotary"}, "Known: sinusoidal, learned, rope, alibi, t5_bias, none"),
+    ({"model.positional": "alibi", "model.attention": "linear"}, "needs a variant with explicit"),
+    ({"model.logit_soft_cap": 30.0, "model.attention": "linear"}, "Variants with logits: "),
+    ({"model.num_kv_heads": 3, "model.num_heads": 4, "model.d_model": 64}, "must divide"),
+    ({"model.cross_attention_kwargs.window": 3}, "setting for attention 'softmax'"),
     ({"batch_size": 0}, "batch_size must be positive"),
     ({"model.num_heads": 3}, "divisible"),
 ])

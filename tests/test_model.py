@@ -12,10 +12,21 @@ from attnjax import config as config_lib
 from attnjax.models.positional import sinusoidal_table
 
 
-def _model(**kw):
-    base = dict(vocab_size=20, output_size=7, max_length=12, num_layers=2, d_model=16,
-                num_heads=2, mlp_dim=32)
-    return models.Transformer(**{**base, **kw})
+def _small(name):
+    """A variant's small_settings minus Block-level options (the model sets those)."""
+    return {k: v for k, v in attention.get(name).small_settings.items()
+            if k not in attention.BLOCK_OPTIONS}
+
+
+def _model(head="lm", causal=True, positional="learned", **model_overrides):
+    """A small Transformer whose Blocks are what `config.model` + overrides describe."""
+    cfg = config_lib.apply_overrides(config_lib.defaults(), {
+        "model.d_model": 16, "model.num_heads": 2, "model.mlp_dim": 32,
+        **{f"model.{k}": v for k, v in model_overrides.items()}})
+    cfg = config_lib.resolve(cfg)
+    return models.Transformer(vocab_size=20, output_size=7, max_length=12, num_layers=2,
+                              block=models.block_settings(cfg.model), head=head, causal=causal,
+                              positional=positional)
 
 
 def test_lm_logits_only_at_requested_positions_equal_full_logits():
@@ -48,15 +59,17 @@ def test_sinusoidal_table_matches_formula():
     assert t[pos, 2 * i + 1] == pytest.approx(np.cos(pos / 10000 ** (2 * i / 8)), abs=1e-6)
 
 
-@pytest.mark.parametrize("positional", config_lib.POSITIONALS)
-def test_positional_encodings(positional):
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned", "none"])
+def test_absolute_positional_encodings(positional):
+    """Relative kinds (rope, alibi, t5_bias) only reweight identical values, so they are
+    tested on their own below."""
     model = _model(positional=positional, causal=False)
     x = jnp.ones((1, 12), jnp.int32)
     params = model.init(jax.random.PRNGKey(0), x)
-    learned = "embedding" in params["params"].get("positional", {})
+    learned = "embedding" in params["params"]["stack"].get("positional", {})
     assert learned == (positional == "learned")
     if learned:  # initialised small (std 0.02): give it a visible signal
-        params["params"]["positional"]["embedding"] = jax.random.normal(
+        params["params"]["stack"]["positional"]["embedding"] = jax.random.normal(
             jax.random.PRNGKey(2), (12, 16))
     out = model.apply(params, x)[0]  # [L, V]
     # identical tokens, no causality: only a positional signal tells positions apart
@@ -64,18 +77,39 @@ def test_positional_encodings(positional):
     assert (spread > 1e-3) == (positional != "none"), spread
 
 
+def test_rope_scores_depend_only_on_relative_position():
+    from attnjax.models.positional import apply_rope
+
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(np.broadcast_to(rng.standard_normal(8), (1, 10, 1, 8)), jnp.float32)
+    k = jnp.asarray(np.broadcast_to(rng.standard_normal(8), (1, 10, 1, 8)), jnp.float32)
+    scores = np.asarray(jnp.einsum("bqhd,bkhd->qk", apply_rope(q), apply_rope(k)))  # [L, L]
+    for offset in range(-3, 4):
+        diag = np.diagonal(scores, offset)
+        np.testing.assert_allclose(diag, diag[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(apply_rope(q), axis=-1), np.linalg.norm(q, axis=-1),
+                               rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", attention.names())
 def test_every_variant_trains_inside_the_backbone(name):
-    """A few steps of the real train_step on a tiny MQAR batch: loss falls, grads are finite."""
+    """30 steps of the real train_step on one fixed tiny batch (MQAR for causal variants,
+    ListOps for bidirectional-only ones): the loss falls and gradients stay finite."""
+    caps = attention.get(name).capabilities
+    task_settings = ({"task.name": "mqar", "task.vocab_size": 16, "task.seq_len": 16,
+                      "task.num_kv_pairs": 2} if caps.causal else
+                     {"task.name": "listops", "task.seq_len": 32, "task.min_len": 8})
     config = config_lib.resolve(config_lib.apply_overrides(config_lib.defaults(), {
-        "model.attention": name, "model.num_layers": 1, "model.d_model": 32,
-        "model.mlp_dim": 64, "task.vocab_size": 16, "task.seq_len": 16,
-        "task.num_kv_pairs": 2, "learning_rate": 1e-2, "warmup_steps": 1, "batch_size": 16,
+        "model.attention": name, "model.attention_kwargs": _small(name),
+        "model.num_layers": 1, "model.d_model": 32, "model.mlp_dim": 64,
+        "learning_rate": 1e-2, "warmup_steps": 1, "batch_size": 16, **task_settings,
     }))
-    task = tasks.create("mqar", **{k: v for k, v in config.task.items() if k != "name"})
+    task = tasks.create(config.task.name,
+                        **{k: v for k, v in config.task.items() if k != "name"})
     model = models.build(config.model, task)
     batch = task.batch("train", 0, 16, 0)  # one fixed batch: the loss must fall on it
-    params = model.init(jax.random.PRNGKey(0), batch["inputs"], positions=batch["positions"])
+    inputs = {k: batch[k] for k in models.INPUT_KEYS if k in batch}
+    params = model.init(jax.random.PRNGKey(0), batch["inputs"], **inputs)
     tx = train.make_optimizer(config)
     state = train.TrainState(jnp.int32(0), params["params"], tx.init(params["params"]))
     step = jax.jit(jax.vmap(
@@ -88,7 +122,107 @@ def test_every_variant_trains_inside_the_backbone(name):
     for _ in range(30):
         new, metrics = step(state, batch, train.hparams_from(config), jax.random.PRNGKey(0))
         state = jax.tree.map(lambda x: x[0], new)
-        loss = metrics["loss"][0][0] / metrics["loss"][1][0]
-        losses.append(float(loss))
+        losses.append(float(metrics["loss"][0][0] / metrics["loss"][1][0]))
         assert np.isfinite(float(metrics["grad_norm"][0][0]))
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_alibi_bias_matches_the_paper():
+    from attnjax.models.positional import alibi_bias, alibi_slopes
+
+    np.testing.assert_allclose(alibi_slopes(8), [2.0 ** -(i + 1) for i in range(8)])
+    bias = np.asarray(alibi_bias(4, 5, 5))[0]  # [H, Lq, Lk]
+    slopes = alibi_slopes(4)
+    for h in range(4):
+        for i in range(5):
+            for j in range(5):
+                assert bias[h, i, j] == pytest.approx(-slopes[h] * abs(i - j))
+    assert len(alibi_slopes(6)) == 6  # non powers of two interleave
+
+
+def test_t5_buckets():
+    from attnjax.models.positional import t5_buckets
+
+    causal = t5_buckets(1, 300, False, 32, 128)[0]  # query 0 looking at keys 0..299
+    assert causal[0] == 0 and (causal[1:] == 0).all()  # future keys share bucket 0 (masked)
+    back = t5_buckets(300, 1, False, 32, 128)[:, 0]  # distance i - 0
+    assert list(back[:16]) == list(range(16))  # exact for small distances
+    assert (np.diff(back) >= 0).all() and back.max() == 31  # monotone, capped
+    both = t5_buckets(1, 9, True, 32, 128)[0]
+    assert both[0] == 0 and len(set(both[1:])) == 8 and (both[1:] >= 16).all()
+
+
+@pytest.mark.parametrize("positional", ["rope", "alibi", "t5_bias"])
+def test_relative_positions_reach_the_model(positional):
+    x = jax.random.randint(jax.random.PRNGKey(0), (2, 12), 0, 20)
+    model = _model(positional=positional)
+    params = model.init(jax.random.PRNGKey(1), x)
+    out = model.apply(params, x)
+    base = _model(positional="none")
+    shared = {"params": {k: v for k, v in params["params"].items()}}
+    if positional == "t5_bias":
+        shared["params"]["stack"] = {k: v for k, v in params["params"]["stack"].items()
+                                     if k != "t5_bias"}
+    ref = base.apply(shared, x)
+    assert jnp.all(jnp.isfinite(out)) and float(jnp.max(jnp.abs(out - ref))) > 1e-4
+
+
+def test_gqa_with_as_many_kv_heads_as_heads_is_mha():
+    x = jax.random.randint(jax.random.PRNGKey(0), (2, 12), 0, 20)
+    mha, gqa = _model(num_heads=4), _model(num_heads=4, num_kv_heads=4)
+    params = mha.init(jax.random.PRNGKey(1), x)
+    np.testing.assert_array_equal(mha.apply(params, x), gqa.apply(params, x))
+    mqa = _model(num_heads=4, num_kv_heads=1)
+    p = mqa.init(jax.random.PRNGKey(1), x)["params"]["stack"]["block_0"]["mixing"]
+    assert p["query"]["kernel"].shape == (16, 4, 4) and p["key"]["kernel"].shape == (16, 1, 4)
+    assert jnp.all(jnp.isfinite(mqa.apply({"params": mqa.init(jax.random.PRNGKey(1), x)[
+        "params"]}, x)))
+
+
+def test_block_options_reach_the_variant():
+    x = jax.random.randint(jax.random.PRNGKey(0), (2, 12), 0, 20)
+    base = _model()
+    params = base.init(jax.random.PRNGKey(1), x)
+    out = base.apply(params, x)
+    capped = _model(logit_soft_cap=0.01).apply(params, x)  # a tiny cap flattens the weights
+    assert float(jnp.max(jnp.abs(out - capped))) > 1e-4
+    qk = _model(qk_norm=True)
+    qk_params = qk.init(jax.random.PRNGKey(1), x)
+    assert "query_norm" in qk_params["params"]["stack"]["block_0"]["mixing"]
+    dropped = _model(attention_dropout_rate=0.5)
+    a = dropped.apply(params, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(3)})
+    b = dropped.apply(params, x, deterministic=True)
+    np.testing.assert_array_equal(b, out)  # no dropout at evaluation
+    assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+
+
+CROSS = [n for n in attention.names() if attention.get(n).capabilities.cross_attention
+         and attention.get(n).capabilities.level == "attention"]
+
+
+@pytest.mark.parametrize("name", CROSS)
+def test_every_cross_capable_variant_serves_as_cross_attention(name):
+    cfg = config_lib.resolve(config_lib.apply_overrides(config_lib.defaults(), {
+        "model.d_model": 16, "model.num_heads": 2, "model.mlp_dim": 32, "model.num_layers": 1,
+        "model.cross_attention": name,
+        "model.cross_attention_kwargs": _small(name),
+        "task.name": "reverse", "task.max_len": 6, "task.min_len": 2}))
+    task = tasks.create("reverse", max_len=6, min_len=2)
+    model = models.build(cfg.model, task)
+    batch = task.batch("train", 0, 4, 0)
+    inputs = {k: batch[k] for k in models.INPUT_KEYS if k in batch}
+    params = model.init(jax.random.PRNGKey(0), batch["inputs"], **inputs)
+
+    def loss(p):
+        logits = model.apply(p, batch["inputs"], **inputs)  # [B, Lt, V]
+        return task.loss_and_metrics(logits, batch)[0]
+
+    value, grads = jax.jit(jax.value_and_grad(loss))(params)
+    assert np.isfinite(float(value))
+    cross = grads["params"]["decoder"]["block_0"]["cross"]
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(cross))
+    assert float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(cross))) > 0
+    # the source reaches the decoder only through cross attention: changing it changes logits
+    other = {**inputs, "padding_mask": inputs["padding_mask"]}
+    changed = model.apply(params, (batch["inputs"] + 1) % task.vocab_size, **other)
+    assert float(jnp.max(jnp.abs(changed - model.apply(params, batch["inputs"], **inputs)))) > 0

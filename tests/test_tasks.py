@@ -38,6 +38,16 @@ def test_batch_contract(name):
             assert pos.min() >= 0 and pos.max() < length
         else:
             assert t == length
+    elif task.head == "seq2seq":
+        assert set(batch) == {"inputs", "padding_mask", "decoder_inputs", "targets", "weights"}
+        t = task.max_target_length
+        for key in ("decoder_inputs", "targets"):
+            assert batch[key].shape == (B, t) and batch[key].dtype == np.int32
+            assert batch[key].min() >= 0 and batch[key].max() < task.output_size
+        assert batch["weights"].shape == (B, t) and batch["weights"].dtype == np.float32
+        # teacher forcing: the decoder reads the target shifted right by one
+        np.testing.assert_array_equal(batch["decoder_inputs"][:, 1:], batch["targets"][:, :-1])
+        assert batch["padding_mask"].shape == (B, length)
     else:
         assert task.head == "classification"
         assert set(batch) == {"inputs", "targets", "padding_mask"}
@@ -71,7 +81,7 @@ def test_loss_and_metrics_on_random_logits(name):
     task = _small(name)
     batch = task.batch("train", 0, B, seed=0)
     rng = np.random.default_rng(0)
-    if task.head == "lm":
+    if task.head in ("lm", "seq2seq"):
         shape = (*batch["targets"].shape, task.output_size)  # [B, T, V]
     else:
         shape = (B, task.output_size)  # [B, C]
@@ -242,3 +252,14 @@ def test_listops_lra_example():
 def test_listops_bad_settings(settings):
     with pytest.raises(ConfigError, match="listops"):
         tasks.create("listops", **settings)
+
+
+def test_reverse_targets_are_the_reversed_source():
+    task = tasks.create("reverse", vocab_size=12, min_len=2, max_len=7)
+    batch = task.batch("train", 0, 32, seed=0)
+    for src, real, tgt, w in zip(batch["inputs"], batch["padding_mask"], batch["targets"],
+                                 batch["weights"], strict=True):
+        n = int(real.sum())
+        assert real[:n].all() and not real[n:].any() and (src[n:] == 0).all()
+        assert list(tgt[:n]) == list(src[:n][::-1]) and tgt[n] == 2  # EOS
+        assert list(w) == [1.0] * (n + 1) + [0.0] * (len(w) - n - 1)

@@ -84,7 +84,8 @@ class AttentionBase(nn.Module):
 
     # ------------------------------------------------------------------ declared costs
     def flops(self, q_len: int, kv_len: int, head_dim: int) -> float:
-        """Analytic FLOPs (2 per multiply-add) of the mixing for one sequence and one head."""
+        """Analytic FLOPs (2 per multiply-add) of the mixing for one sequence and one head.
+        Mixer-level variants read `head_dim` as d_model and count the whole sublayer."""
         raise NotImplementedError(f"{type(self).__name__} must declare flops()")
 
     def state_size(self, head_dim: int) -> int | None:
@@ -126,6 +127,11 @@ class AttentionBase(nn.Module):
         if x.ndim != 3:
             raise ValueError(f"{type(self).__name__}: x must be [batch, length, d_model]")
         self._check_common(mask, causal, x.shape[0], x.shape[1], cross=False)
+        if self.logit_soft_cap > 0 or self.attention_dropout_rate > 0:
+            raise CapabilityError(
+                f"mixer {type(self).__name__!r} has no explicit logits, so it cannot apply "
+                "logit soft-capping or attention dropout"
+            )
         if self.capabilities.needs_max_length and x.shape[1] > self.max_length:
             raise ValueError(f"{type(self).__name__}: length {x.shape[1]} exceeds max_length "
                              f"{self.max_length}")

@@ -1,5 +1,49 @@
-"""Backbones and heads. `build(config, task)` makes the model a config describes."""
+"""Backbones and heads. `build(model_config, task)` makes the model a config describes:
+a decoder-only Transformer for "lm" tasks, an encoder with a pooled classifier for
+"classification" tasks, and an encoder–decoder for "seq2seq" tasks."""
 
-from attnjax.models.transformer import Block, Transformer, build
+from __future__ import annotations
 
-__all__ = ["Block", "Transformer", "build"]
+from attnjax.models.encoder_decoder import EncoderDecoder
+from attnjax.models.transformer import DTYPES, Block, MixingSublayer, Stack, Transformer
+
+__all__ = ["Block", "EncoderDecoder", "MixingSublayer", "Stack", "Transformer", "build"]
+
+# the keys of a task batch that are model inputs (besides "inputs"); the rest are labels
+INPUT_KEYS = ("padding_mask", "positions", "decoder_inputs", "decoder_padding_mask")
+
+
+def _pairs(config_dict) -> tuple:
+    return tuple(sorted(config_dict.to_dict().items()))
+
+
+def block_settings(model_config) -> tuple:
+    """The Block settings a resolved `config.model` describes, as hashable pairs."""
+    return (
+        ("d_model", model_config.d_model),
+        ("num_heads", model_config.num_heads),
+        ("mlp_dim", model_config.mlp_dim),
+        ("attention", model_config.attention),
+        ("attention_kwargs", _pairs(model_config.attention_kwargs)),
+        ("num_kv_heads", model_config.num_kv_heads),
+        ("qk_norm", model_config.qk_norm),
+        ("logit_soft_cap", model_config.logit_soft_cap),
+        ("attention_dropout_rate", model_config.attention_dropout_rate),
+    )
+
+
+def build(model_config, task):
+    """The model for a resolved `config.model` and a task instance."""
+    common = dict(
+        vocab_size=task.vocab_size, output_size=task.output_size, max_length=task.max_length,
+        block=block_settings(model_config), num_layers=model_config.num_layers,
+        positional=model_config.positional, dropout_rate=model_config.dropout_rate,
+        dtype=DTYPES[model_config.dtype],
+    )
+    if task.head == "seq2seq":
+        return EncoderDecoder(
+            **common, max_target_length=task.max_target_length,
+            cross_attention=model_config.cross_attention,
+            cross_attention_kwargs=_pairs(model_config.cross_attention_kwargs),
+        )
+    return Transformer(**common, head=task.head, causal=task.causal)

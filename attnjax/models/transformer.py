@@ -1,10 +1,11 @@
-"""The one backbone: a pre-norm Transformer whose Block owns everything but the token mixing.
+"""The backbone: a pre-norm Transformer whose Block owns everything but the token mixing.
 
-Block: x + Out(Attn(Q(LN x), K(LN x), V(LN x))) then x + MLP(LN x). The attention variant
-(`attnjax.attention.<name>`) only sees projected q, k, v [B, L, H, Dh], so comparing variants
-compares token mixing and nothing else. Heads: "lm" (logits per predicted position; with
-`positions` only those positions are projected to the vocabulary) and "classification"
-(masked mean pooling, then logits per sequence).
+Block: x + Out(Attn(Q(LN x), K(LN x), V(LN x))) [+ x + Out(CrossAttn(LN x, context))]
+then x + MLP(LN x). The attention variant (`attnjax.attention.<name>`) only sees projected
+q, k, v [B, L, H, Dh], so comparing variants compares token mixing and nothing else; a
+mixer-level variant (GRU, LSTM, ...) replaces the whole mixing sublayer. Heads: "lm" (logits per
+predicted position; with `positions` only those positions are projected to the vocabulary) and
+"classification" (masked mean pooling, then logits per sequence).
 """
 
 from __future__ import annotations
@@ -15,84 +16,172 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax import attention as attention_lib
-from attnjax.models.positional import AddPositional
+from attnjax.models import positional as pos_lib
 
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class MixingSublayer(nn.Module):
+    """Token mixing with the configured variant: projections, QK-norm, RoPE, the variant, out.
+
+    `context` (cross attention) gives keys/values from another sequence; `bias` is an additive
+    logits bias [1|B, H, Lq, Lk] (ALiBi/T5); `rope` rotates q and k (self-attention only).
+    """
+
+    d_model: int
+    num_heads: int
+    attention: str
+    attention_kwargs: tuple[tuple[str, Any], ...] = ()
+    num_kv_heads: int = 0  # 0 = num_heads (MHA); 1 = MQA; a divisor of num_heads = GQA
+    qk_norm: bool = False
+    rope: bool = False
+    logit_soft_cap: float = 0.0
+    attention_dropout_rate: float = 0.0
+    max_length: int = 0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, context=None, padding_mask=None, causal=False, bias=None,
+                 deterministic=True):
+        # x: [B, Lq, D]; context: [B, Lk, D] or None; padding_mask: [B, Lk] bool or None
+        cls = attention_lib.get(self.attention)
+        settings = attention_lib.check_options(self.attention, dict(self.attention_kwargs))
+        block_options = dict(logit_soft_cap=self.logit_soft_cap, max_length=self.max_length,
+                             attention_dropout_rate=self.attention_dropout_rate)
+        variant = cls(**settings, **block_options, name="attention")
+        if cls.capabilities.level == "mixer":
+            return variant(x, mask=padding_mask, causal=causal, deterministic=deterministic)
+        head_dim = self.d_model // self.num_heads
+        kv_heads = self.num_kv_heads or self.num_heads
+        proj = lambda heads, name: nn.DenseGeneral((heads, head_dim), dtype=self.dtype,
+                                                   name=name)
+        source = x if context is None else context
+        q = proj(self.num_heads, "query")(x)  # [B, Lq, H, Dh]
+        k = proj(kv_heads, "key")(source)  # [B, Lk, Hkv, Dh]
+        v = proj(kv_heads, "value")(source)  # [B, Lk, Hkv, Dh]
+        if self.qk_norm:  # Henry et al. 2020 / Dehghani et al. 2023: normalise per head
+            q = nn.LayerNorm(use_bias=False, dtype=self.dtype, name="query_norm")(q)
+            k = nn.LayerNorm(use_bias=False, dtype=self.dtype, name="key_norm")(k)
+        if self.rope:
+            q, k = pos_lib.apply_rope(q), pos_lib.apply_rope(k)
+        h = variant(q, k, v, mask=padding_mask, causal=causal, bias=bias,
+                    deterministic=deterministic)  # [B, Lq, H, Dh]
+        return nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype, name="out")(h)
 
 
 class Block(nn.Module):
-    """One pre-norm layer: token mixing by the configured variant, then an MLP."""
+    """One pre-norm layer: self mixing, optional cross attention to `context`, then an MLP."""
 
     d_model: int
     num_heads: int
     mlp_dim: int
     attention: str
     attention_kwargs: tuple[tuple[str, Any], ...] = ()
+    cross_attention: str | None = None  # a variant name: adds a cross-attention sublayer
+    cross_attention_kwargs: tuple[tuple[str, Any], ...] = ()
+    num_kv_heads: int = 0
+    qk_norm: bool = False
+    rope: bool = False
+    logit_soft_cap: float = 0.0
+    attention_dropout_rate: float = 0.0
     dropout_rate: float = 0.0
+    max_length: int = 0
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, *, padding_mask=None, causal=False, deterministic=True):
+    def __call__(self, x, *, padding_mask=None, causal=False, bias=None, context=None,
+                 context_mask=None, deterministic=True):
         # x: [B, L, D]
-        head_dim = self.d_model // self.num_heads
-        dense = lambda name: nn.DenseGeneral(
-            (self.num_heads, head_dim), dtype=self.dtype, name=name
-        )
+        drop = lambda h: nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        shared = dict(d_model=self.d_model, num_heads=self.num_heads,
+                      num_kv_heads=self.num_kv_heads, qk_norm=self.qk_norm,
+                      logit_soft_cap=self.logit_soft_cap, max_length=self.max_length,
+                      attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype)
         h = nn.LayerNorm(dtype=self.dtype, name="attention_norm")(x)
-        q, k, v = dense("query")(h), dense("key")(h), dense("value")(h)  # [B, L, H, Dh]
-        settings = attention_lib.check_options(self.attention, dict(self.attention_kwargs))
-        mixer = attention_lib.get(self.attention)(**settings, name="attention")
-        h = mixer(q, k, v, mask=padding_mask, causal=causal, deterministic=deterministic)
-        h = nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype, name="out")(h)
-        x = x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)  # [B, L, D]
-
+        h = MixingSublayer(attention=self.attention, attention_kwargs=self.attention_kwargs,
+                           rope=self.rope, **shared, name="mixing")(
+            h, padding_mask=padding_mask, causal=causal, bias=bias, deterministic=deterministic)
+        x = x + drop(h)  # [B, L, D]
+        if self.cross_attention is not None:
+            h = nn.LayerNorm(dtype=self.dtype, name="cross_norm")(x)
+            h = MixingSublayer(attention=self.cross_attention,
+                               attention_kwargs=self.cross_attention_kwargs, **shared,
+                               name="cross")(h, context=context, padding_mask=context_mask,
+                                             deterministic=deterministic)
+            x = x + drop(h)
         h = nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x)
         h = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in")(h)  # [B, L, F]
         h = nn.gelu(h)
         h = nn.Dense(self.d_model, dtype=self.dtype, name="mlp_out")(h)  # [B, L, D]
-        return x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        return x + drop(h)
+
+
+class Stack(nn.Module):
+    """Embedding + absolute positions + `num_layers` Blocks + final norm: [B, L] -> [B, L, D].
+
+    Relative positions (rope / alibi / t5_bias) are applied inside every Block.
+    """
+
+    vocab_size: int
+    max_length: int
+    causal: bool
+    block: tuple[tuple[str, Any], ...]  # Block settings shared by every layer, as pairs
+    num_layers: int = 2
+    positional: str = "learned"
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens, *, padding_mask=None, context=None, context_mask=None,
+                 deterministic=True):
+        block = dict(self.block)
+        x = nn.Embed(self.vocab_size, block["d_model"], name="embed")(tokens)  # [B, L, D]
+        x = pos_lib.AddPositional(self.positional, self.max_length, name="positional")(x)
+        x = nn.Dropout(self.dropout_rate)(x.astype(self.dtype), deterministic=deterministic)
+        length = tokens.shape[1]
+        bias = None
+        if self.positional == "alibi":
+            bias = pos_lib.alibi_bias(block["num_heads"], length, length)
+        elif self.positional == "t5_bias":
+            bias = pos_lib.T5Bias(block["num_heads"], bidirectional=not self.causal,
+                                  name="t5_bias")(length, length)
+        for i in range(self.num_layers):
+            x = Block(**block, rope=self.positional == "rope", dropout_rate=self.dropout_rate,
+                      max_length=self.max_length, dtype=self.dtype, name=f"block_{i}")(
+                x, padding_mask=padding_mask, causal=self.causal, bias=bias, context=context,
+                context_mask=context_mask, deterministic=deterministic)
+        return nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)  # [B, L, D]
+
+
+def lm_logits(x, positions, output_size: int, name: str = "lm_head"):
+    """x [B, L, D] -> logits [B, T, V] at `positions` [B, T] (all L positions when None)."""
+    if positions is not None:  # only where a loss is taken
+        x = jnp.take_along_axis(x, positions[..., None], axis=1)  # [B, T, D]
+    return nn.Dense(output_size, dtype=jnp.float32, name=name)(x)
 
 
 class Transformer(nn.Module):
-    """Embedding + positional encoding + `num_layers` Blocks + final norm + head."""
+    """Encoder-only (classification) or decoder-only (lm) model over one token sequence."""
 
     vocab_size: int
     output_size: int
     max_length: int
+    block: tuple[tuple[str, Any], ...]
     head: str = "lm"  # "lm" | "classification"
     causal: bool = True
     num_layers: int = 2
-    d_model: int = 64
-    num_heads: int = 2
-    mlp_dim: int = 256
-    attention: str = "softmax"
-    attention_kwargs: tuple[tuple[str, Any], ...] = ()
-    dropout_rate: float = 0.0
     positional: str = "learned"
+    dropout_rate: float = 0.0
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, inputs, *, padding_mask=None, positions=None, deterministic=True):
         # inputs: [B, L] int; padding_mask: [B, L] bool or None; positions: [B, T] int or None
-        x = nn.Embed(self.vocab_size, self.d_model, name="embed")(inputs)  # [B, L, D]
-        x = AddPositional(self.positional, self.max_length, name="positional")(x)
-        x = nn.Dropout(self.dropout_rate)(x.astype(self.dtype), deterministic=deterministic)
-        for i in range(self.num_layers):
-            x = Block(
-                d_model=self.d_model,
-                num_heads=self.num_heads,
-                mlp_dim=self.mlp_dim,
-                attention=self.attention,
-                attention_kwargs=self.attention_kwargs,
-                dropout_rate=self.dropout_rate,
-                dtype=self.dtype,
-                name=f"block_{i}",
-            )(x, padding_mask=padding_mask, causal=self.causal, deterministic=deterministic)
-        x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)  # [B, L, D]
+        x = Stack(self.vocab_size, self.max_length, self.causal, self.block, self.num_layers,
+                  self.positional, self.dropout_rate, self.dtype, name="stack")(
+            inputs, padding_mask=padding_mask, deterministic=deterministic)  # [B, L, D]
         if self.head == "lm":
-            if positions is not None:  # only where a loss is taken: [B, T, D]
-                x = jnp.take_along_axis(x, positions[..., None], axis=1)
-            return nn.Dense(self.output_size, dtype=jnp.float32, name="lm_head")(x)  # [B, T, V]
+            return lm_logits(x, positions, self.output_size)  # [B, T, V]
         if self.head == "classification":
             if padding_mask is None:
                 pooled = jnp.mean(x, axis=1)  # [B, D]
@@ -101,23 +190,3 @@ class Transformer(nn.Module):
                 pooled = jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
             return nn.Dense(self.output_size, dtype=jnp.float32, name="classifier")(pooled)
         raise ValueError(f"unknown head {self.head!r}; known: lm, classification")
-
-
-def build(model_config, task) -> Transformer:
-    """The Transformer for a resolved `config.model` and a task instance."""
-    return Transformer(
-        vocab_size=task.vocab_size,
-        output_size=task.output_size,
-        max_length=task.max_length,
-        head=task.head,
-        causal=task.causal,
-        num_layers=model_config.num_layers,
-        d_model=model_config.d_model,
-        num_heads=model_config.num_heads,
-        mlp_dim=model_config.mlp_dim,
-        attention=model_config.attention,
-        attention_kwargs=tuple(sorted(model_config.attention_kwargs.to_dict().items())),
-        dropout_rate=model_config.dropout_rate,
-        positional=model_config.positional,
-        dtype=_DTYPES[model_config.dtype],
-    )

@@ -12,9 +12,11 @@ import dataclasses
 from typing import Any
 
 from attnjax import registry
-from attnjax.tasks.base import ClassificationTask, LMTask, Task
+from attnjax.tasks.base import ClassificationTask, LMTask, Seq2SeqTask, Task
 
-__all__ = ["ClassificationTask", "LMTask", "Task", "create", "get", "names", "options"]
+__all__ = [
+    "ClassificationTask", "LMTask", "Seq2SeqTask", "Task", "create", "get", "names", "options",
+]
 
 _PACKAGE = "attnjax.tasks"
 

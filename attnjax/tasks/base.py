@@ -16,6 +16,10 @@ Batch formats (B = batch, L = length, T = predicted positions):
     weights  f32   [B, T]   1 where the loss counts, 0 elsewhere
     positions int32 [B, T]  (optional) which input position predicts each target; the model
                             computes logits only there. Absent: T = L, position t predicts t.
+  Sequence to sequence ("seq2seq" head, an encoder–decoder):
+    inputs, padding_mask      the source [B, Ls] and its real-token mask
+    decoder_inputs int32 [B, Lt]  the target shifted right behind a BOS token
+    targets, weights          [B, Lt] as for LM (weights 0 after the target's end)
   Classification ("classification" head):
     inputs   int32 [B, L]
     targets  int32 [B]
@@ -100,6 +104,18 @@ class LMTask(Task):
             "sequence_accuracy": (jnp.sum(all_right), jnp.float32(targets.shape[0])),
         }
         return loss_sum, count, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqTask(LMTask):
+    """Source -> target with an encoder–decoder; loss per target token (teacher forcing)."""
+
+    head: ClassVar[str] = "seq2seq"
+    causal: ClassVar[bool] = True  # the decoder; the encoder is always bidirectional
+
+    @property
+    def max_target_length(self) -> int:
+        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)
