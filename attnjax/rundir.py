@@ -11,6 +11,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -22,21 +23,31 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write `text` to `path` so readers see the old file or the new one, never half of one."""
+def atomic_write(path: Path | str, write: Callable[[str], None]) -> Path:
+    """`write(tmp)` fills a temporary file beside `path`, which then replaces `path` in one
+    rename: readers see the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for sharing
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write(path, write)
 
 
 def atomic_write_json(path: Path | str, obj: Any) -> None:
