@@ -58,6 +58,8 @@ class Capabilities:
       attention_weights: materialises explicit [q_len, kv_len] weights (and sows them).
       logits: has an explicit score matrix, so it accepts an additive `bias` (ALiBi, T5),
         logit soft-capping and attention dropout.
+      normalized: a query's recorded weights sum to 1 over its visible keys (0 if it sees
+        none); False for unnormalised scores such as sigmoid or ReLU attention.
     """
 
     level: str = "attention"
@@ -68,6 +70,7 @@ class Capabilities:
     needs_max_length: bool = False
     attention_weights: bool = False
     logits: bool = False
+    normalized: bool = True
 
 
 class AttentionBase(nn.Module):

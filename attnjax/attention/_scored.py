@@ -1,0 +1,85 @@
+"""Shared structure of the explicit-score variants (dot, general, additive, cosine, euclidean,
+sigmoid, relu, sparsemax): they differ only in the score s(q_i, k_j) and the normaliser that
+turns a row of scores into weights.
+
+    logits  = score(q, k)                         # [B, H, Lq, Lk], float32
+    weights = normalise(logits + bias, mask)      # via AttentionBase.attention_weights
+    out     = weights · v                         # [B, Lq, H, E]
+
+A subclass implements `score` (it may create per-head parameters with `self.param`; it is called
+from the compact `__call__`) and, when it does not use softmax, `normalizer`. The mask given to
+the normaliser is the combined key-padding and causal mask; every normaliser here gives hidden
+keys an exact 0 weight, so padded keys and future positions never change an output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attnjax.attention.base import (
+    AttentionBase,
+    Capabilities,
+    combine_masks,
+    dense_flops,
+    repeat_kv,
+    weighted_values,
+)
+
+Normalizer = Callable[..., jax.Array]  # normalize(logits, mask) -> weights
+
+
+def dot_logits(q, k):
+    """Unscaled q·kᵀ: q [B, Lq, H, D], k [B, Lk, H, D] (float32) -> [B, H, Lq, Lk]."""
+    return jnp.einsum("bqhd,bkhd->bhqk", q, k)
+
+
+def visible_count(mask, kv_len: int):
+    """Number of keys each query may see, float32 [..., Lq, 1]; kv_len when mask is None."""
+    if mask is None:
+        return jnp.float32(kv_len)
+    return jnp.sum(mask, axis=-1, keepdims=True, dtype=jnp.float32)
+
+
+class ScoredAttention(AttentionBase):
+    """Base for variants with an explicit score matrix; subclasses define `score`."""
+
+    capabilities = Capabilities(attention_weights=True, logits=True)
+
+    def score(self, q, k):
+        """q [B, Lq, H, D], k [B, Lk, H, D] (float32, k already repeated for GQA) ->
+        logits [B, H, Lq, Lk] float32."""
+        raise NotImplementedError
+
+    def normalizer(self, key_mask, kv_len: int) -> Normalizer | None:
+        """`normalize(logits, mask)` for `attention_weights`; None = masked softmax.
+
+        key_mask is the [B, Lk] padding mask (or None), for normalisers that need a per-sequence
+        quantity such as the number of real keys; the combined mask is passed at call time."""
+        return None
+
+    def score_flops(self, q_len: int, kv_len: int, head_dim: int) -> float:
+        """FLOPs of the score beyond the plain q·kᵀ (projections, norms); 0 by default."""
+        return 0.0
+
+    def flops(self, q_len, kv_len, head_dim):
+        # q·kᵀ and weights·v (2 · 2 · Lq · Lk · d) plus the variant's extra score work;
+        # elementwise normaliser work on the [Lq, Lk] matrix is not counted, as for softmax.
+        return dense_flops(q_len, kv_len, head_dim) + self.score_flops(q_len, kv_len, head_dim)
+
+    @nn.compact
+    def __call__(self, q, k, v, *, mask=None, causal=False, bias=None, deterministic=True):
+        self.check_call(q, k, v, mask, causal, bias)
+        heads, q_len, kv_len = q.shape[2], q.shape[1], k.shape[1]
+        full_mask = combine_masks(mask, causal, q_len, kv_len)  # [B|1, 1, Lq, Lk] or None
+        q32 = q.astype(jnp.float32)  # [B, Lq, H, D]
+        k32 = repeat_kv(k.astype(jnp.float32), heads)  # [B, Lk, H, D]
+        logits = self.score(q32, k32)  # [B, H, Lq, Lk]
+        weights = self.attention_weights(
+            logits, full_mask, bias=bias, deterministic=deterministic,
+            normalize=self.normalizer(mask, kv_len),
+        )  # [B, H, Lq, Lk] float32
+        return weighted_values(weights, v.astype(jnp.float32)).astype(q.dtype)  # [B, Lq, H, E]
