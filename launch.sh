@@ -40,8 +40,8 @@ cmd=${1:-quickstart}
 case "$cmd" in
   quickstart)
     exec "$VENV/bin/python" -m attnjax sweep experiments/quickstart.py "$@" ;;
-  test)
-    exec "$VENV/bin/python" -m pytest "$@" ;;
+  test)  # one worker per core (XLA compiles are mostly single-threaded)
+    exec "$VENV/bin/python" -m pytest -n "${ATTNJAX_TEST_WORKERS:-auto}" "$@" ;;
   run|sweep|compare|variants)
     exec "$VENV/bin/python" -m attnjax "$cmd" "$@" ;;
   -h|--help|help)

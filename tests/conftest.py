@@ -8,9 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+# Tests compile hundreds of small programs: XLA's backend optimisations roughly double compile
+# time and buy nothing at these sizes. Set before jax's backend starts (numerics checks compare
+# against references, so they hold at any optimisation level).
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
-from attnjax import config as config_lib
+import pytest  # noqa: E402
+
+from attnjax import config as config_lib  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,8 +43,8 @@ def tiny():
 
 def run_python(code: str, *, devices: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh interpreter with `devices` simulated CPU devices."""
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE}"}
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
