@@ -6,10 +6,12 @@ with an underscore and the package's `base.py` are infrastructure, not entries.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import pkgutil
 from types import ModuleType
+from typing import Any
 
 _NOT_ENTRIES = frozenset({"base"})
 
@@ -41,3 +43,26 @@ def load(package: str, kind: str, name: str) -> ModuleType:
     if name not in known:
         raise ConfigError(unknown_name_message(kind, name, known))
     return importlib.import_module(f"{package}.{name}")
+
+
+def entry(package: str, kind: str, name: str, export: str) -> Any:
+    """The object `name.py` exports as `export` (e.g. VARIANT, TASK)."""
+    obj = getattr(load(package, kind, name), export, None)
+    if obj is None:
+        raise TypeError(f"{package.replace('.', '/')}/{name}.py must define {export} = <its class>")
+    return obj
+
+
+def settings(cls: type, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """{field: default} of a dataclass's init fields not in `skip`; every one needs a default."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            raise TypeError(f"{cls.__name__}: setting {f.name!r} needs a default")
+    return out

@@ -26,26 +26,12 @@ def names() -> list[str]:
 
 
 def get(name: str) -> type[AttentionBase]:
-    module = registry.load(_PACKAGE, "attention", name)
-    variant = getattr(module, "VARIANT", None)
-    if variant is None:
-        raise TypeError(f"attnjax/attention/{name}.py must define VARIANT = <its module class>")
-    return variant
+    return registry.entry(_PACKAGE, "attention", name, "VARIANT")
 
 
 def options(name: str) -> dict[str, Any]:
     """The variant's settings and their defaults (its dataclass fields)."""
-    out = {}
-    for f in dataclasses.fields(get(name)):
-        if f.name in _MODULE_FIELDS or not f.init:
-            continue
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = f.default_factory()
-        else:
-            raise TypeError(f"attention {name!r}: setting {f.name!r} needs a default")
-    return out
+    return registry.settings(get(name), _MODULE_FIELDS)
 
 
 def check_options(name: str, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from attnjax import registry
@@ -26,18 +25,12 @@ def names() -> list[str]:
 
 
 def get(name: str) -> type[Task]:
-    module = registry.load(_PACKAGE, "task", name)
-    task = getattr(module, "TASK", None)
-    if task is None:
-        raise TypeError(f"attnjax/tasks/{name}.py must define TASK = <its task class>")
-    return task
+    return registry.entry(_PACKAGE, "task", name, "TASK")
 
 
 def options(name: str) -> dict[str, Any]:
-    return {
-        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        for f in dataclasses.fields(get(name))
-    }
+    """The task's settings and their defaults (its dataclass fields)."""
+    return registry.settings(get(name))
 
 
 def create(name: str, **settings: Any) -> Task:
