@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
 import signal
 import threading
@@ -199,7 +200,8 @@ def train_and_evaluate(
     is_main = jax.process_index() == 0
 
     previous_config = rundir.read_json(workdir / "config.json")
-    if previous_config is not None and previous_config != config.to_dict():
+    config_json = config_lib.to_json(config)
+    if previous_config is not None and previous_config != json.loads(config_json):
         raise ConfigError(
             f"{workdir} holds a run with a different config; choose another --workdir "
             "(or delete it to start over)"
@@ -209,7 +211,7 @@ def train_and_evaluate(
         return summary
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
-        rundir.atomic_write_text(workdir / "config.json", config_lib.to_json(config) + "\n")
+        rundir.atomic_write_text(workdir / "config.json", config_json + "\n")
 
     opt_settings = tuple(sorted(
         (k, config[k]) for k in ("grad_clip_norm", "adam_b1", "adam_b2", "adam_eps")
