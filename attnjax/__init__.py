@@ -4,4 +4,7 @@ Data path: configs/<base>.py -> experiments/<study>.py (sweep) -> train.train_an
 -> run dirs -> compare. See ARCHITECTURE in the README.
 """
 
+from pathlib import Path
+
 __version__ = "0.1.0"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout (editable install)

@@ -2,13 +2,13 @@
 
     python -m attnjax.compare DIR [DIR ...] [--out OUT_DIR] [--metric eval/accuracy]
 
-Runs are grouped by every config key except seeds and output locations (`NOT_GROUPED`); a
-group's label names the config values that differ between groups (`attention=local
-window_size=8`). Only runs with status `done` are averaged; running, failed, preempted and
-invalid runs are listed separately with their reasons.
+Runs are grouped by every config key except seeds and output/logging settings
+(`attnjax.rundirs.NOT_GROUPED`); a group's label names the config values that differ between
+groups (`attention=local window_size=8`). Only runs with status `done` are averaged; running,
+failed, preempted and invalid runs are listed separately with their reasons.
 
-    load_runs(paths)                 -> DataFrame, one row per run dir (see attnjax.rundirs)
-    add_groups(df)                   -> df with `group` and `label` columns
+    load_runs(paths)                 -> DataFrame, one row per run dir   (from attnjax.rundirs)
+    add_groups(df)                   -> df with `group` and `label` columns (from attnjax.rundirs)
     summarize(df, metrics=None)      -> DataFrame, one row per group of done runs
     markdown_table(summary, runs=None) -> markdown (one table per task, then not-done runs)
     plot_curves(df, metric, path)    -> PNG of the metric vs step, mean over seeds per group
@@ -18,8 +18,6 @@ invalid runs are listed separately with their reasons.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -30,7 +28,16 @@ import numpy as np
 import pandas as pd
 
 from attnjax import rundir
-from attnjax.rundirs import CONFIG_PREFIX, INVALID, load_runs, read_curve
+from attnjax.rundirs import (
+    CONFIG_PREFIX,
+    INVALID,
+    add_groups,
+    format_value,
+    is_missing,
+    load_runs,
+    read_curve,
+    task_of,
+)
 
 __all__ = [
     "add_groups",
@@ -43,98 +50,9 @@ __all__ = [
     "write_report",
 ]
 
-#: Config leaf names that never describe the model or its training (besides seeds).
-NOT_GROUPED = frozenset(
-    {"workdir", "work_dir", "output_dir", "out_dir", "log_dir", "logdir", "checkpoint_dir"}
-)
-ATTENTION_KEY = "config.model.attention"
 NOT_DONE_ORDER = ("running", "failed", "preempted", INVALID)
 LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error", "bpc", "bpd")
 MISSING = "-"
-
-
-# ---------------------------------------------------------------- grouping
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python scalars, so that they JSON-encode and print plainly."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def grouping_columns(df: pd.DataFrame) -> list[str]:
-    """The config columns that define a group: all but seeds and output locations."""
-    columns = []
-    for column in df.columns:
-        leaf = column.rsplit(".", 1)[-1]
-        seed = leaf == "seed" or leaf.endswith("_seed")
-        if column.startswith(CONFIG_PREFIX) and not seed and leaf not in NOT_GROUPED:
-            columns.append(column)
-    return sorted(columns, key=lambda c: (c != ATTENTION_KEY, c))
-
-
-def _group_key(row: pd.Series, columns: list[str]) -> str:
-    values = {c: _plain(row[c]) for c in columns if not _is_missing(row[c])}
-    return json.dumps(values, sort_keys=True, default=str)
-
-
-def _format_value(value: Any) -> str:
-    value = _plain(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else f"{value:.6g}"
-    return str(value)
-
-
-def _short_names(columns: list[str]) -> dict[str, str]:
-    """Shortest dotted suffix of each key that is unique among `columns`."""
-    parts = {c: c.removeprefix(CONFIG_PREFIX).split(".") for c in columns}
-    names = {}
-    for column, words in parts.items():
-        for n in range(1, len(words) + 1):
-            name = ".".join(words[-n:])
-            others = [".".join(w[-n:]) for c, w in parts.items() if c != column]
-            if name not in others:
-                break
-        names[column] = name
-    return names
-
-
-def _labels(firsts: pd.DataFrame, columns: list[str]) -> dict[str, str]:
-    """group key -> readable label, from the keys whose values differ between groups."""
-    varying = [c for c in columns if firsts[c].map(_group_key_value).nunique() > 1]
-    names = _short_names(varying)
-    labels: dict[str, str] = {}
-    for group, row in firsts.iterrows():
-        parts = [f"{names[c]}={_format_value(row[c])}" for c in varying if not _is_missing(row[c])]
-        label = " ".join(parts) or str(row.get("attention") or "all runs")
-        while label in labels.values():
-            label += "'"
-        labels[group] = label
-    return labels
-
-
-def _group_key_value(value: Any) -> str:
-    return "<missing>" if _is_missing(value) else json.dumps(_plain(value), default=str)
-
-
-def _task_of(df: pd.DataFrame) -> pd.Series:
-    return df["task"].map(lambda t: "" if _is_missing(t) else str(t))
-
-
-def add_groups(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `df` with `group` (a JSON key) and `label` (readable, unique per task)."""
-    df = df.copy()
-    columns = grouping_columns(df)
-    df["group"] = [_group_key(row, columns) for _, row in df.iterrows()]
-    df["label"] = ""
-    for _, part in df.groupby(_task_of(df), sort=False):
-        firsts = part.drop_duplicates("group").set_index("group")
-        labels = _labels(firsts, columns)
-        df.loc[part.index, "label"] = part["group"].map(labels)
-    return df
 
 
 # ---------------------------------------------------------------- summary
@@ -161,12 +79,12 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.Data
     """
     metrics = list(metrics) if metrics is not None else default_metrics(df)
     done = add_groups(df[df["status"] == "done"])
-    done["task"] = _task_of(done)
+    done["task"] = task_of(done)
     seed = done["config.seed"] if "config.seed" in done else pd.Series(np.nan, done.index)
     rows = []
     for group, runs in done.groupby("group", sort=False):
         row = {"task": runs["task"].iloc[0], "label": runs["label"].iloc[0], "n": len(runs)}
-        row["seeds"] = " ".join(_format_value(s) for s in sorted(seed[runs.index].dropna()))
+        row["seeds"] = " ".join(format_value(s) for s in sorted(seed[runs.index].dropna()))
         for metric in metrics:
             values = pd.to_numeric(runs.get(metric, pd.Series(dtype=float)), errors="coerce")
             row[f"{metric}_mean"] = values.mean()
@@ -199,19 +117,22 @@ def _sort_summary(summary: pd.DataFrame, primary: str | None) -> pd.DataFrame:
 # ---------------------------------------------------------------- markdown
 
 
+def _spec(x: float, digits: int = 3) -> str:
+    """Fixed decimals for ordinary magnitudes, significant digits for tiny or huge ones."""
+    fixed = x == 0 or 10 ** -(digits - 1) <= abs(x) < 1e5
+    return f".{digits}f" if fixed else f".{digits}g"
+
+
 def _fmt_number(x: float, digits: int = 3) -> str:
-    if _is_missing(x):
-        return MISSING
-    if x != 0 and not 10 ** -(digits - 1) <= abs(x) < 1e5:
-        return f"{x:.{digits}g}"
-    return f"{x:.{digits}f}"
+    return MISSING if is_missing(x) else format(x, _spec(x, digits))
 
 
 def _fmt_stat(mean: float, std: float) -> str:
-    """`0.912 ± 0.013`, or just the mean when there is no spread (one seed)."""
-    if _is_missing(mean):
+    """`0.912 ± 0.013` (std in the mean's format), or just the mean for one seed."""
+    if is_missing(mean):
         return MISSING
-    return _fmt_number(mean) if _is_missing(std) else f"{_fmt_number(mean)} ± {_fmt_number(std)}"
+    spec = _spec(mean)
+    return format(mean, spec) if is_missing(std) else f"{mean:{spec}} ± {std:{spec}}"
 
 
 def _cell(text: Any) -> str:
@@ -224,7 +145,7 @@ def _table(rows: pd.DataFrame, metrics: list[str]) -> str:
     for _, row in rows.iterrows():
         cells = [_cell(row["label"])]
         cells += [_fmt_stat(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics]
-        params = MISSING if _is_missing(row["num_params"]) else f"{row['num_params']:,.0f}"
+        params = MISSING if is_missing(row["num_params"]) else f"{row['num_params']:,.0f}"
         cells += [str(row["n"]), params, _fmt_number(row["steps_per_second"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -261,7 +182,7 @@ def not_done_markdown(runs: pd.DataFrame) -> str:
         lines = [f"### {status} ({len(some)})", ""]
         for _, run in some.iterrows():
             where = ", ".join(p for p in (run["label"], _step_text(run["step"])) if p)
-            reason = "" if _is_missing(run["reason"]) else f": {run['reason']}"
+            reason = "" if is_missing(run["reason"]) else f": {run['reason']}"
             lines.append(f"- `{run['run_dir']}` ({where}){reason}" if where else
                          f"- `{run['run_dir']}`{reason}")
         sections.append("\n".join(lines))
@@ -269,14 +190,10 @@ def not_done_markdown(runs: pd.DataFrame) -> str:
 
 
 def _step_text(step: Any) -> str:
-    return "" if _is_missing(step) else f"step {_format_value(step)}"
+    return "" if is_missing(step) else f"step {format_value(step)}"
 
 
 # ---------------------------------------------------------------- plot and report
-
-
-def _write_text(path: Path, text: str) -> Path:
-    return rundir.atomic_write_text(path, text)
 
 
 def _group_curve(run_dirs: Iterable[str], metric: str) -> pd.DataFrame | None:
@@ -297,7 +214,7 @@ def plot_curves(df: pd.DataFrame, metric: str, path: str | os.PathLike) -> Path 
     from matplotlib.figure import Figure  # imported here: the table needs no matplotlib
 
     done = add_groups(df[df["status"] == "done"])
-    done["task"] = _task_of(done)
+    done["task"] = task_of(done)
     tasks = sorted(done["task"].unique())
     fig = Figure(figsize=(6.4 * max(len(tasks), 1), 4.4), layout="constrained")
     axes = fig.subplots(1, max(len(tasks), 1), squeeze=False)[0]
@@ -356,9 +273,11 @@ def _write_report(df: pd.DataFrame, paths: Sequence[str], out_dir: str | os.Path
         png = plot_curves(df, primary, out / f"curves_{primary.replace('/', '_')}.png")
     tables = markdown_table(summary)
     runs = add_groups(df).drop(columns="group")
+    runs.insert(2, "label", runs.pop("label"))
     rundir.atomic_write(out / "results.csv", lambda tmp: runs.to_csv(tmp, index=False))
     title = "Comparison of " + ", ".join(f"`{p}`" for p in paths)
-    report = _write_text(out / "report.md", _report_text(title, tables, png, primary, df))
+    text = _report_text(title, tables, png, primary, df)
+    report = rundir.atomic_write_text(out / "report.md", text)
     return markdown_table(summary, df), report
 
 

@@ -19,11 +19,10 @@ from typing import Any
 
 import ml_collections
 
-from attnjax import attention, tasks
+from attnjax import REPO_ROOT, attention, tasks
 from attnjax.models import positional
 from attnjax.registry import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 POSITIONALS = positional.KINDS  # sinusoidal, learned, rope, alibi, t5_bias, none
 DTYPES = ("float32", "bfloat16")
 # Subtrees whose keys belong to a plug-in (a task or an attention variant), checked there.

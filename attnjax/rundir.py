@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from attnjax.config import REPO_ROOT
+from attnjax import REPO_ROOT
 
 STATUSES = ("running", "done", "failed", "preempted")
 _UMASK = os.umask(0)

@@ -1,7 +1,8 @@
-"""Reading run directories (docs/RUN_DIR.md) into one pandas row each, and curves on demand.
+"""Reading run directories (docs/RUN_DIR.md) into one pandas row each, grouping seeds, curves.
 
     find_run_dirs(paths)          -> run dirs under the given paths (recursive, sorted)
     load_runs(paths)              -> DataFrame, one row per run dir (summary + flattened config)
+    add_groups(df)                -> df plus `group` (all config but seeds) and a readable `label`
     read_curve(run_dir, metric)   -> Series step -> value from metrics.jsonl
 
 Only `summary.json` and `config.json` are read by `load_runs`, so a sweep of a thousand runs
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 SUMMARY = "summary.json"
@@ -27,6 +29,15 @@ STATUSES = ("running", "done", "failed", "preempted")
 INVALID = "invalid"
 NUMERIC_FIELDS = ("step", "num_params", "steps_per_second", "tokens_per_second", "wall_time_s")
 CONFIG_PREFIX = "config."
+#: Config leaf names that never describe the model or its training (besides seeds):
+#: where results go, how often to log, how many devices share the same global batch.
+NOT_GROUPED = frozenset(
+    {"workdir", "work_dir", "output_dir", "out_dir", "log_dir", "logdir", "checkpoint_dir",
+     "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
+     "num_devices", "progress_bar"}
+)
+ATTENTION_KEY = "config.model.attention"
+MISSING_KEY = "<missing>"  # a config key a run does not have, when comparing values
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -81,7 +92,7 @@ def _read_json(path: str) -> tuple[Any, str | None]:
 
 
 def _hashable(value: Any) -> Any:
-    """Lists and dicts become JSON text so that config values can be grouped on."""
+    """Lists (and tuples) become JSON text so that config values can be grouped on."""
     if isinstance(value, list | tuple | dict):
         return json.dumps(value, sort_keys=True, default=str)
     return value
@@ -193,6 +204,106 @@ def load_runs(paths: Iterable[str | os.PathLike] | str | os.PathLike) -> pd.Data
         if column not in df.columns:
             df[column] = None
     return df[_column_order(df.columns)]
+
+
+# ---------------------------------------------------------------- grouping seeds
+
+
+def is_missing(value: Any) -> bool:
+    """None or NaN: how pandas shows a key a run's config (or summary) does not have."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so that they JSON-encode and print plainly."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def grouping_columns(df: pd.DataFrame) -> list[str]:
+    """The config columns that define a group: all but seeds and `NOT_GROUPED` keys."""
+    columns = []
+    for column in df.columns:
+        leaf = column.rsplit(".", 1)[-1]
+        seed = leaf == "seed" or leaf.endswith("_seed")
+        if column.startswith(CONFIG_PREFIX) and not seed and leaf not in NOT_GROUPED:
+            columns.append(column)
+    return sorted(columns, key=lambda c: (c != ATTENTION_KEY, c))
+
+
+def _group_key(row: pd.Series, columns: list[str]) -> str:
+    values = {c: _plain(row[c]) for c in columns if not is_missing(row[c])}
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def format_value(value: Any) -> str:
+    """A config value for a label: 8.0 -> '8', 0.0003 -> '0.0003', 'local' -> 'local'."""
+    value = _plain(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.6g}"
+    return str(value)
+
+
+def _short_names(columns: list[str]) -> dict[str, str]:
+    """Shortest dotted suffix of each key that is unique among `columns`."""
+    parts = {c: c.removeprefix(CONFIG_PREFIX).split(".") for c in columns}
+    names = {}
+    for column, words in parts.items():
+        for n in range(1, len(words) + 1):
+            name = ".".join(words[-n:])
+            others = [".".join(w[-n:]) for c, w in parts.items() if c != column]
+            if name not in others:
+                break
+        names[column] = name
+    return names
+
+
+def _label_keys(firsts: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The keys a label shows: those with different values in groups that set them.
+
+    A key only some groups have (a variant's own setting, such as softmax's `implementation`)
+    is added only when the labels would otherwise not tell the groups apart.
+    """
+    values = {c: firsts[c].map(_group_key_value) for c in columns}
+    differ = [c for c in columns if values[c][values[c] != MISSING_KEY].nunique() > 1]
+    if len({tuple(values[c][g] for c in differ) for g in firsts.index}) == len(firsts):
+        return differ
+    return [c for c in columns if values[c].nunique() > 1]
+
+
+def _labels(firsts: pd.DataFrame, columns: list[str]) -> dict[str, str]:
+    """group key -> readable label, e.g. `attention=local window_size=8`."""
+    keys = _label_keys(firsts, columns)
+    names = _short_names(keys)
+    labels: dict[str, str] = {}
+    for group, row in firsts.iterrows():
+        parts = [f"{names[c]}={format_value(row[c])}" for c in keys if not is_missing(row[c])]
+        label = " ".join(parts) or str(row.get("attention") or "all runs")
+        if label in labels.values():  # groups that differ only by a key some of them lack
+            label += f" #{len(labels) + 1}"
+        labels[group] = label
+    return labels
+
+
+def _group_key_value(value: Any) -> str:
+    return MISSING_KEY if is_missing(value) else json.dumps(_plain(value), default=str)
+
+
+def task_of(df: pd.DataFrame) -> pd.Series:
+    """The task name of each row, '' where unknown."""
+    return df["task"].map(lambda t: "" if is_missing(t) else str(t))
+
+
+def add_groups(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` with `group` (a JSON key) and `label` (readable, unique per task)."""
+    df = df.copy()
+    columns = grouping_columns(df)
+    df["group"] = [_group_key(row, columns) for _, row in df.iterrows()]
+    df["label"] = ""
+    for _, part in df.groupby(task_of(df), sort=False):
+        firsts = part.drop_duplicates("group").set_index("group")
+        labels = _labels(firsts, columns)
+        df.loc[part.index, "label"] = part["group"].map(labels)
+    return df
 
 
 def read_curve(run_dir: str | os.PathLike, metric: str) -> pd.Series:
