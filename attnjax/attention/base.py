@@ -162,8 +162,9 @@ class AttentionBase(nn.Module):
 
         logits: [B, H, Lq, Lk] (any float dtype; computed in float32); mask: boolean,
         broadcastable to it (True = may attend) or None; `normalize(logits, mask)` defaults to
-        `masked_softmax`. Applies bias, soft-capping, normalisation, records the weights, then
-        attention dropout (training only). Returns float32 weights [B, H, Lq, Lk].
+        `masked_softmax`. Applies bias, soft-capping, normalisation, records the weights (when
+        the variant declares `attention_weights`: signed or per-block weights are not the
+        contract's), then attention dropout (training only). Returns float32 weights.
         """
         logits = logits.astype(jnp.float32)
         if bias is not None:
@@ -171,7 +172,8 @@ class AttentionBase(nn.Module):
         if self.logit_soft_cap > 0:
             logits = self.logit_soft_cap * jnp.tanh(logits / self.logit_soft_cap)
         weights = (normalize or masked_softmax)(logits, mask)
-        self.sow("intermediates", "attention_weights", weights)
+        if self.capabilities.attention_weights:  # only the contract's [B, H, Lq, Lk] weights
+            self.sow("intermediates", "attention_weights", weights)
         rate = self.attention_dropout_rate
         if rate > 0 and not deterministic:
             keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - rate, weights.shape)

@@ -21,8 +21,12 @@ from typing import ClassVar
 
 import jax.numpy as jnp
 
-from attnjax.attention._unrecorded import UnrecordedAttention
-from attnjax.attention.base import Capabilities, scaled_dot_logits, weighted_values
+from attnjax.attention.base import (
+    AttentionBase,
+    Capabilities,
+    scaled_dot_logits,
+    weighted_values,
+)
 
 
 def diagonal_blocks(bias, length: int, num_blocks: int, block: int):
@@ -36,7 +40,7 @@ def diagonal_blocks(bias, length: int, num_blocks: int, block: int):
     return jnp.moveaxis(jnp.diagonal(bias, axis1=2, axis2=4), -1, 2)  # [B', H', n, b, b]
 
 
-class BlockLocal(UnrecordedAttention):
+class BlockLocal(AttentionBase):
     """Softmax attention within non-overlapping blocks of block_size positions.
 
     Attributes:

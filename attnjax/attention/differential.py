@@ -22,8 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from attnjax.attention._unrecorded import UnrecordedAttention
 from attnjax.attention.base import (
+    AttentionBase,
     Capabilities,
     combine_masks,
     dense_flops,
@@ -35,7 +35,7 @@ from attnjax.attention.base import (
 NORM_EPS = 1e-5  # the paper's RMSNorm epsilon
 
 
-class Differential(UnrecordedAttention):
+class Differential(AttentionBase):
     """(softmax(q1 k1ᵀ/√d') - λ softmax(q2 k2ᵀ/√d')) v, per-head RMSNorm, · (1 - λ_init).
 
     Attributes:
