@@ -30,8 +30,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax.attention import _recurrence as rec
+from attnjax.attention._kernel_features import causal_sums
 from attnjax.attention.base import AttentionBase, Capabilities, masked_softmax, repeat_kv
-from attnjax.attention.linear import _chunked_causal
 
 
 def taylor_features(x):
@@ -160,7 +160,7 @@ class Based(AttentionBase):
             out = based_recurrent(fq, fk, q32, k32, v_lin, real, self.window_size, self.eps)
             return out.astype(q.dtype)
         if causal:
-            num, den = _chunked_causal(fq, fk, v_lin, self.chunk_size)  # [B,L,H,E], [B,L,H]
+            num, den = causal_sums(fq, fk, v_lin, self.chunk_size)  # [B,L,H,E], [B,L,H]
         else:
             state = jnp.einsum("bmhf,bmhe->bhfe", fk, v_lin)  # Σ φ(k) vᵀ: [B, H, F, E]
             num = jnp.einsum("blhf,bhfe->blhe", fq, state)  # [B, L, H, E]

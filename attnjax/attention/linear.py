@@ -21,47 +21,13 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from attnjax.attention._kernel_features import causal_sums, noncausal_sums
 from attnjax.attention.base import AttentionBase, Capabilities, CapabilityError, repeat_kv
 
 
 def feature_map(x):
     """φ(x) = elu(x) + 1, elementwise and strictly positive."""
     return jax.nn.elu(x) + 1.0
-
-
-def _chunked_causal(fq, fk, v, chunk: int):
-    """Σ_{j<=i} over a sequence of chunks. fq, fk: [B, L, H, D], v: [B, L, H, E] (float32).
-
-    Returns (num [B, L, H, E], den [B, L, H]) with num_i = Σ_{j<=i} (φq_i·φk_j) v_j and
-    den_i = Σ_{j<=i} φq_i·φk_j.
-    """
-    batch, length, heads, _ = fq.shape
-    chunk = min(chunk, length)
-    n = -(-length // chunk)  # number of chunks
-    pad = [(0, 0), (0, n * chunk - length), (0, 0), (0, 0)]  # padded keys: φ(k) = v = 0
-
-    def split(x):  # [B, L, H, X] -> [B, n, C, H, X]
-        return jnp.pad(x, pad).reshape(batch, n, chunk, heads, x.shape[-1])
-
-    fq, fk, v = split(fq), split(fk), split(v)
-    tri = jnp.tril(jnp.ones((chunk, chunk), dtype=bool))[:, None, :]  # [C, 1, C]
-    scores = jnp.einsum("bncht,bnsht->bnchs", fq, fk)  # [B, n, C, H, C]
-    scores = jnp.where(tri, scores, 0.0)  # keep s <= c within the chunk
-    num = jnp.einsum("bnchs,bnshe->bnche", scores, v)  # [B, n, C, H, E]
-    den = scores.sum(axis=-1)  # [B, n, C, H]
-
-    chunk_s = jnp.einsum("bnshd,bnshe->bnhde", fk, v)  # [B, n, H, D, E]
-    chunk_z = fk.sum(axis=2)  # [B, n, H, D]
-    # State from strictly earlier chunks (exclusive prefix sum): chunk m uses chunks < m.
-    prev_s = jnp.cumsum(chunk_s, axis=1)[:, :-1]  # [B, n-1, H, D, E]
-    prev_s = jnp.pad(prev_s, [(0, 0), (1, 0), (0, 0), (0, 0), (0, 0)])  # [B, n, H, D, E]
-    prev_z = jnp.pad(jnp.cumsum(chunk_z, axis=1)[:, :-1], [(0, 0), (1, 0), (0, 0), (0, 0)])
-    num = num + jnp.einsum("bnchd,bnhde->bnche", fq, prev_s)  # [B, n, C, H, E]
-    den = den + jnp.einsum("bnchd,bnhd->bnch", fq, prev_z)  # [B, n, C, H]
-
-    num = num.reshape(batch, n * chunk, heads, -1)[:, :length]  # [B, L, H, E]
-    den = den.reshape(batch, n * chunk, heads)[:, :length]  # [B, L, H]
-    return num, den
 
 
 class Linear(AttentionBase):
@@ -107,13 +73,10 @@ class Linear(AttentionBase):
             fk = jnp.where(real, fk, 0.0)
             v32 = jnp.where(real, v32, 0.0)
         fk, v32 = repeat_kv(fk, heads), repeat_kv(v32, heads)  # [B, Lk, H, D], [B, Lk, H, E]
-        if causal:
-            num, den = _chunked_causal(fq, fk, v32, self.chunk_size)  # [B,L,H,E], [B,L,H]
+        if causal:  # chunked prefix sums, shared with performer / cosformer / based
+            num, den = causal_sums(fq, fk, v32, self.chunk_size)  # [B,L,H,E], [B,L,H]
         else:
-            state = jnp.einsum("bkhd,bkhe->bhde", fk, v32)  # [B, H, D, E]
-            norm = fk.sum(axis=1)  # [B, H, D]
-            num = jnp.einsum("bqhd,bhde->bqhe", fq, state)  # [B, Lq, H, E]
-            den = jnp.einsum("bqhd,bhd->bqh", fq, norm)  # [B, Lq, H]
+            num, den = noncausal_sums(fq, fk, v32)  # [B, Lq, H, E], [B, Lq, H]
         out = num / (den[..., None] + self.eps)  # [B, Lq, H, E]
         return out.astype(q.dtype)
 
