@@ -115,7 +115,8 @@ def run_sweep(
 ) -> list[tuple[Run, dict[str, Any]]]:
     """Trains every unfinished run of the experiment, in order, in this process.
 
-    A run that fails is recorded (summary.json, manifest) and the sweep goes on with the next.
+    A run that fails is recorded (summary.json, manifest) and the sweep goes on with the next;
+    a preempted run (SIGTERM, Ctrl-C) stops the sweep, to be resumed by running it again.
     Returns (run, summary) pairs; `train_fn` replaces `train.train_and_evaluate` (tests).
     """
     if train_fn is None:
@@ -144,4 +145,7 @@ def run_sweep(
             summary = _read_summary(run_dir) or {"status": "failed", "reason": "crashed"}
         results.append((run, summary))
         _write_manifest(workdir, str(experiment_path), runs)
+        if summary.get("status") == "preempted":  # Ctrl-C / SIGTERM: stop the whole sweep
+            log(f"{run.name} was preempted; re-run the same command to resume")
+            break
     return results

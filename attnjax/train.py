@@ -165,16 +165,25 @@ def count_params(params) -> int:
 
 
 @contextlib.contextmanager
-def _sigterm_sets(flag: threading.Event):
-    """While inside, SIGTERM (a scheduler's preemption) sets `flag` instead of killing us."""
+def _stop_signals_set(flag: threading.Event):
+    """While inside, SIGTERM (a scheduler's preemption) and a first Ctrl-C set `flag`, so the
+    loop stops at a step boundary with a checkpoint; a second Ctrl-C interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda *_: flag.set())
+
+    def on_interrupt(signum, frame):
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig, handler in (
+        (signal.SIGTERM, lambda *_: flag.set()), (signal.SIGINT, on_interrupt))}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -299,7 +308,7 @@ def train_and_evaluate(
     step = start_step
     state = replicate(state, devices)
     try:
-        with _sigterm_sets(preempt):
+        with _stop_signals_set(preempt):
             while step < config.num_train_steps:
                 batch = shard(host_batch(task, "train", step, config), devices)
                 state, metrics = p_train(state, batch, hparams, base_rng)
@@ -320,6 +329,8 @@ def train_and_evaluate(
                     summary.update(status="preempted", reason=f"stopped at step {step}")
                     break
             else:
+                if "eval/loss" not in summary["final_metrics"]:  # resumed at the last step
+                    evaluate(step)
                 summary["status"] = "done"
     except NonFiniteLoss as e:
         summary.update(status="failed", reason=str(e), step=step)

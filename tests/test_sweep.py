@@ -108,3 +108,15 @@ def test_run_names_are_readable_and_unambiguous():
         "attention-local_seed-0"
     keys = ["model.dropout_rate", "task.dropout_rate"]
     assert sweep.run_name({"model.dropout_rate": 0.1}, keys) == "model.dropout_rate-0.1"
+
+
+def test_a_preempted_run_stops_the_sweep(tmp_path):
+    path = _write(tmp_path, EXPERIMENT.format())
+    calls = []
+
+    def interrupted(config, workdir):
+        calls.append(workdir.name)
+        return {"status": "preempted"} if len(calls) == 2 else {"status": "done"}
+
+    results = sweep.run_sweep(path, tmp_path / "out", train_fn=interrupted, log=lambda s: None)
+    assert [s["status"] for _, s in results] == ["done", "preempted"] and len(calls) == 2

@@ -176,3 +176,30 @@ def test_pmap_on_8_devices_matches_one_device(tmp_path):
     for key in ("eval/loss", "eval/accuracy"):
         np.testing.assert_allclose(one["summary"][key], eight["summary"][key], rtol=1e-5)
     assert (one["device_count"], eight["device_count"]) == (1, 8)
+
+
+def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
+    import os
+    import signal
+
+    def scheduler(step):  # a scheduler's preemption notice arrives during step 5
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return False
+
+    summary = train.train_and_evaluate(tiny_config(), tmp_path, step_callback=scheduler)
+    assert summary["status"] == "preempted" and summary["step"] == 6
+    assert Checkpointer(tmp_path).latest_step() == 6
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers are restored
+
+
+def test_resume_at_the_last_checkpoint_still_ends_with_eval_metrics(tmp_path):
+    """A crash after the final checkpoint but before the final summary."""
+    config = tiny_config(num_train_steps=5, eval_every_steps=5, checkpoint_every_steps=5)
+    done = train.train_and_evaluate(config, tmp_path)
+    summary_path = tmp_path / "summary.json"
+    crashed = {**json.loads(summary_path.read_text()), "status": "running", "final_metrics": {}}
+    summary_path.write_text(json.dumps(crashed))
+    again = train.train_and_evaluate(config, tmp_path)
+    assert again["status"] == "done"
+    assert again["final_metrics"]["eval/loss"] == done["final_metrics"]["eval/loss"]
