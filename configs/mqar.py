@@ -1,13 +1,14 @@
 """Multi-query associative recall (Zoology, Arora et al. 2023) with a small causal Transformer.
 
 Run:  ./launch.sh run configs/mqar.py --config.model.attention=linear
+      ./launch.sh run configs/mqar.py:quickstart   (the quickstart's size: L=32, 4 pairs)
 Cost: about a minute on 2 CPU cores per 600 steps at these sizes (compile included).
 """
 
 from attnjax.config import defaults
 
 
-def get_config():
+def get_config(arg=None):
     config = defaults()
     config.num_train_steps = 600
     config.batch_size = 64
@@ -27,4 +28,12 @@ def get_config():
     config.task.vocab_size = 64
     config.task.seq_len = 64
     config.task.num_kv_pairs = 8
+    if arg == "quickstart":  # small enough for a few minutes of CPU per study
+        config.task.seq_len = 32
+        config.task.num_kv_pairs = 4
+        config.num_train_steps = 800
+        config.eval_every_steps = 100
+        config.checkpoint_every_steps = 400
+    elif arg is not None:
+        raise ValueError(f"configs/mqar.py: unknown argument {arg!r}; known: quickstart")
     return config

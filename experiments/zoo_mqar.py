@@ -16,13 +16,7 @@ VARIANT_SETTINGS = {"local": {"window_size": 4}}  # as in the quickstart
 
 
 def get_config():
-    config = load_config_file("mqar")
-    config.task.seq_len = 32
-    config.task.num_kv_pairs = 4
-    config.num_train_steps = 800
-    config.eval_every_steps = 100
-    config.checkpoint_every_steps = 400
-    return config
+    return load_config_file("mqar", "quickstart")  # L=32, 4 kv pairs, 800 steps
 
 
 def sweep():
