@@ -1,7 +1,9 @@
 """The `attnjax` command (what ./launch.sh calls).
 
-    attnjax run CONFIG.py [--workdir DIR] [--config.KEY=VALUE ...]   one training run
-    attnjax sweep EXPERIMENT.py [--workdir DIR]                      every run of a study
+    attnjax run CONFIG.py [--workdir DIR] [--multihost] [--config.KEY=VALUE ...]   one run
+    attnjax sweep EXPERIMENT.py [--workdir DIR] [--workers N | --executor ray|slurm] [--plan]
+    attnjax work SWEEP_DIR [--worker-id ID]                         a worker: claims runs
+    attnjax status SWEEP_DIR [--format json]                        who trains what, totals
     attnjax compare DIR [DIR ...] [--out DIR]                       tables + report
     attnjax variants [--format markdown|json]                       attention capabilities
     attnjax tasks [--format markdown|json]                          tasks and their settings
@@ -58,6 +60,10 @@ def _default_run_dir(config_file: str, overrides: list[str]) -> Path:
 
 
 def cmd_run(args, overrides: list[str]) -> int:
+    from attnjax import distributed
+
+    if args.multihost or distributed.detected():
+        distributed.initialize()  # before anything touches jax's backend
     from attnjax.train import train_and_evaluate
 
     config = _parse_run_config(args.config, overrides)
@@ -69,21 +75,75 @@ def cmd_run(args, overrides: list[str]) -> int:
     return 0 if summary.get("status") == "done" else 1
 
 
+EXECUTOR_FLAGS = ("ray_address", "gpus_per_run", "cpus_per_run", "partition", "time_min",
+                  "array_parallelism", "cluster")
+
+
+def _executor_choice(args, experiment) -> tuple[str, dict]:
+    """(executor name, options) from the flags, over the experiment file's `executor` block
+    ({"name": "slurm", "partition": ..., ...}; flags win)."""
+    block = dict(getattr(experiment, "executor", None) or {})
+    name = args.executor or block.pop("name", None) or (
+        "local" if (args.workers or 1) > 1 else "inprocess")
+    block.pop("name", None)
+    options = {**block, **{k: getattr(args, k) for k in EXECUTOR_FLAGS
+                           if getattr(args, k) is not None}}
+    if args.workers is not None and name != "inprocess":
+        options["workers"] = args.workers
+    if args.retry_failed:
+        options["retry_failed"] = True
+    if name == "inprocess" and args.workers not in (None, 1):
+        raise ConfigError("--workers N needs the local executor (drop --executor inprocess)")
+    return name, options
+
+
 def cmd_sweep(args, extra: list[str]) -> int:
     if extra:
         raise ConfigError(f"unexpected arguments {extra}")
-    from attnjax import compare
-    from attnjax.sweep import default_workdir, run_sweep
+    from attnjax import compare, executors
+    from attnjax.sweep import default_workdir, load_experiment, plan, run_sweep, sweep_runs
 
     workdir = Path(args.workdir or default_workdir(args.experiment))
-    results = run_sweep(args.experiment, workdir)
+    name, options = _executor_choice(args, load_experiment(args.experiment))
+    if args.plan:
+        executor = executors.create(name, **options)
+        run_dirs = plan(args.experiment, workdir, devices_per_run=executor.devices_per_run())
+        print(f"planned {len(run_dirs)} runs in {workdir}. Start workers (any number, any "
+              f"machine sharing this filesystem):\n  ./launch.sh work {workdir}\n"
+              f"Progress: ./launch.sh status {workdir}")
+        return 0
+    run_sweep(args.experiment, workdir, executor=name, options=options)
     table, report = compare.write_report([workdir], workdir)
     print(table)
     print(f"\nreport: {report}")
-    bad = [r.name for r, s in results if s.get("status") != "done"]
+    bad = [r.name for r in sweep_runs(workdir) if r.status() != "done"]
     if bad:
-        print(f"not done: {', '.join(bad)}", file=sys.stderr)
+        print(f"not done: {', '.join(bad)} (./launch.sh status {workdir})", file=sys.stderr)
     return 1 if bad else 0
+
+
+def cmd_work(args, extra: list[str]) -> int:
+    if extra:
+        raise ConfigError(f"unexpected arguments {extra}")
+    from attnjax.sweep import sweep_runs
+    from attnjax.worker import work
+
+    sweep_runs(args.sweep_dir)  # a clear error for a missing directory
+    results = work(args.sweep_dir, worker=args.worker_id, retry_failed=args.retry_failed)
+    print(f"trained {len(results)} runs; nothing left to claim in {args.sweep_dir}"
+          if not any(s.get("status") == "preempted" for _, s in results)
+          else "preempted: run the same command to resume")
+    return 1 if any(s.get("status") == "preempted" for _, s in results) else 0
+
+
+def cmd_status(args, extra: list[str]) -> int:
+    if extra:
+        raise ConfigError(f"unexpected arguments {extra}")
+    from attnjax import status
+
+    rows = status.rows(args.sweep_dir)
+    print(json.dumps(rows, indent=2) if args.format == "json" else status.table(rows))
+    return 0
 
 
 def _print_catalogue(module_name: str, rows_fn: str, args, extra: list[str]) -> int:
@@ -115,10 +175,34 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="one training run")
     p.add_argument("config", help="config file, e.g. configs/mqar.py (or configs/x.py:arg)")
     p.add_argument("--workdir", help="run dir (default runs/<config>/<overrides>)")
+    p.add_argument("--multihost", action="store_true", help="one run over several hosts: "
+                   "jax.distributed.initialize() (automatic under SLURM / TPU pods)")
     p = sub.add_parser("sweep", help="every run of an experiment; re-run to resume")
     p.add_argument("experiment", help="experiment file, e.g. experiments/quickstart.py "
                    "(file.py:arg passes arg to its get_config and sweep)")
     p.add_argument("--workdir", help="sweep dir (default runs/<experiment>)")
+    p.add_argument("--workers", type=int, help="local worker processes (default 1: this one)")
+    p.add_argument("--plan", action="store_true",
+                   help="write every run dir (pending) and the manifest, train nothing")
+    p.add_argument("--executor", help="inprocess | local | ray | slurm (default: inprocess, "
+                   "local with --workers N)")
+    p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
+    g = p.add_argument_group("ray / slurm")
+    g.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
+    g.add_argument("--gpus-per-run", type=float, help="GPUs per run (Ray task / SLURM task)")
+    g.add_argument("--cpus-per-run", type=float, help="CPUs per run (Ray task / SLURM task)")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--time-min", type=int, help="SLURM time limit per task, minutes")
+    g.add_argument("--array-parallelism", type=int, help="SLURM array tasks at once")
+    g.add_argument("--cluster", help="submitit cluster: slurm (default) | local | debug")
+    p = sub.add_parser("work", help="a worker: claims and trains runs of a sweep dir")
+    p.add_argument("sweep_dir")
+    p.add_argument("--worker-id", help="names this worker in claims (default host:pid, or the "
+                   "SLURM task)")
+    p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
+    p = sub.add_parser("status", help="status of every run of a sweep dir")
+    p.add_argument("sweep_dir")
+    p.add_argument("--format", choices=("table", "json"), default="table")
     sub.add_parser("compare", help="tables and report for run dirs", add_help=False)
     p = sub.add_parser("variants", help="attention variants and their capabilities")
     p.add_argument("--format", choices=("markdown", "json"), default="markdown")
@@ -139,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     args, extra = parser.parse_known_args(argv)
-    handler = {"run": cmd_run, "sweep": cmd_sweep, "variants": cmd_variants,
-               "tasks": cmd_tasks}[args.command]
+    handler = {"run": cmd_run, "sweep": cmd_sweep, "work": cmd_work, "status": cmd_status,
+               "variants": cmd_variants, "tasks": cmd_tasks}[args.command]
     try:
         return handler(args, extra)
     except ConfigError as e:

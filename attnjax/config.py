@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import traceback
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,12 @@ def defaults() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2
     c.num_devices = 0  # 0 = every local device
     c.progress_bar = True
+    # a worker's claim on its run dir is stale (taken over, resumed) after this long without a
+    # heartbeat (a dead machine); a dead process on the same host frees it at once
+    c.claim_timeout_s = 300.0
+    # after SIGTERM, seconds to reach a step boundary (checkpoint) before recording preempted
+    # and exiting anyway (a step that never returns); a second SIGTERM/Ctrl-C exits at once
+    c.preempt_grace_s = 60.0
 
     c.model = ml_collections.ConfigDict()
     c.model.attention = "softmax"  # a file name in attnjax/attention/
@@ -82,12 +89,27 @@ def defaults() -> ml_collections.ConfigDict:
 
 
 def _load_module(path: Path, kind: str):
+    """Imports a config or experiment file; any error in it is one ConfigError line."""
     if not path.is_file():
         raise ConfigError(f"{kind} file not found: {path}")
     spec = importlib.util.spec_from_file_location(f"_attnjax_{kind}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ConfigError(f"{kind} file {path} does not load: {describe_error(e, path)}") from None
     return module
+
+
+def describe_error(e: BaseException, path: Path | str) -> str:
+    """'SyntaxError: invalid syntax (line 3)': the error and the line of `path` it points at."""
+    line = getattr(e, "lineno", None) if isinstance(e, SyntaxError) else None
+    if line is None:
+        frames = [f for f in traceback.extract_tb(e.__traceback__)
+                  if Path(f.filename).resolve() == Path(path).resolve()]
+        line = frames[-1].lineno if frames else None
+    message = (e.msg if isinstance(e, SyntaxError) else str(e)) or ""
+    return f"{type(e).__name__}: {message}" + (f" (line {line})" if line else "")
 
 
 def config_path(name_or_path: str) -> Path:
@@ -111,7 +133,13 @@ def load_config_file(name_or_path: str, arg: str | None = None) -> ml_collection
     module = _load_module(config_path(name_or_path), "config")
     if not hasattr(module, "get_config"):
         raise ConfigError(f"{name_or_path} defines no get_config()")
-    return module.get_config(arg) if arg is not None else module.get_config()
+    try:
+        return module.get_config(arg) if arg is not None else module.get_config()
+    except ConfigError:
+        raise
+    except Exception as e:
+        where = config_path(name_or_path)
+        raise ConfigError(f"{where}: get_config() raised {describe_error(e, where)}") from None
 
 
 # ---------------------------------------------------------------------------- overrides
@@ -203,7 +231,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check_choice("model dtype", merged.model.dtype, DTYPES)
     for key in ("num_train_steps", "batch_size", "eval_every_steps", "log_every_steps",
                 "checkpoint_every_steps", "num_eval_batches", "keep_checkpoints",
-                "prefetch_batches"):
+                "prefetch_batches", "claim_timeout_s", "preempt_grace_s"):
         if merged[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {merged[key]}")
     if merged.data_workers < 0:

@@ -29,8 +29,8 @@ import numpy as np
 
 from attnjax import attention, models, rundir, tasks
 from attnjax import config as config_lib
-from attnjax.checkpoint import Checkpointer
 from attnjax.registry import ConfigError
+from attnjax.rundir import RunDir
 
 MAX_LABELLED_LENGTH = 64  # token ids as tick labels up to this many positions
 SPLITS = ("eval", "test")
@@ -41,7 +41,7 @@ SPLITS = ("eval", "test")
 
 def load_config(run_dir: Path) -> ml_collections.ConfigDict:
     """The run's resolved config (ConfigError when config.json is missing or no longer valid)."""
-    raw = rundir.read_json(run_dir / "config.json")
+    raw = RunDir(run_dir).read_config()
     if raw is None:
         raise ConfigError(f"{run_dir} holds no config.json; is it a run directory?")
     return config_lib.resolve(ml_collections.ConfigDict(raw))
@@ -68,27 +68,27 @@ def _skip_reason(config) -> str | None:
 
 def check_has_checkpoint(run_dir: Path) -> None:
     """ConfigError unless run_dir/checkpoints holds a saved step (orbax names them by step)."""
-    ckpt_dir = run_dir / "checkpoints"
-    if not ckpt_dir.is_dir() or not any(p.name.isdigit() for p in ckpt_dir.iterdir()):
-        raise ConfigError(f"{run_dir} has no checkpoint under {ckpt_dir}; train the run first")
+    if not RunDir(run_dir).has_checkpoint():
+        raise ConfigError(f"{run_dir} has no checkpoint under {RunDir(run_dir).checkpoints}; "
+                          "train the run first")
 
 
 def restore_params(run_dir: Path, config, model, batch) -> tuple[int, Any]:
     """(step, params) of the latest checkpoint in run_dir/checkpoints."""
-    from attnjax import train  # the TrainState and optimizer the checkpoint was saved with
+    from attnjax import steps  # the TrainState and optimizer the checkpoint was saved with
 
     check_has_checkpoint(run_dir)
-    checkpointer = Checkpointer(run_dir)
+    checkpointer = RunDir(run_dir).checkpointer()
     try:
         step = checkpointer.latest_step()
         if step is None:
-            raise ConfigError(f"{run_dir} has no checkpoint under {run_dir / 'checkpoints'}")
+            raise ConfigError(f"{run_dir} has no checkpoint under {RunDir(run_dir).checkpoints}")
 
         def init_state():  # the structure only: eval_shape allocates nothing
             inputs = {k: batch[k] for k in models.INPUT_KEYS if k in batch}
             params = model.init(jax.random.PRNGKey(0), batch["inputs"], **inputs)["params"]
-            tx = train.make_optimizer(config)
-            return train.TrainState(step=np.int32(0), params=params, opt_state=tx.init(params))
+            tx = steps.make_optimizer(config)
+            return steps.TrainState(step=np.int32(0), params=params, opt_state=tx.init(params))
 
         state, _ = checkpointer.restore(step, jax.eval_shape(init_state))  # (state, data pos)
     finally:

@@ -1,26 +1,67 @@
-"""Run-directory files: atomic JSON writes, summary.json, and the provenance a run records.
+"""The run directory: the one type that owns its schema, its status and its claim.
 
-See docs/RUN_DIR.md for the layout. Only process 0 writes.
+    <run>/config.json     resolved config (written once, at plan time or by the first run)
+    <run>/summary.json    status, reason, step, final metrics, budget, provenance
+    <run>/metrics.jsonl   one JSON object per logged step
+    <run>/checkpoints/    orbax checkpoints (attnjax.checkpoint)
+    <run>/claims/         who trains it now (attnjax.claim)
+    <run>/events.out.tfevents.*   TensorBoard
+
+Status values and the transitions a run dir allows:
+
+    pending -> running -> done | failed | preempted;   pending -> failed (it could not start);
+    preempted | failed -> running (resume, retry);   running -> running (a worker taking over
+    a dead worker's run).   done is final.
+
+Every JSON file is written atomically (a temporary file, then `os.replace`). Only process 0 of
+a multi-host run writes. This module imports no jax: compare, status and the executors read run
+dirs without it. See docs/RUN_DIR.md.
 """
 
 from __future__ import annotations
 
-import datetime
 import json
+import math
 import os
-import platform
-import subprocess
 import tempfile
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from attnjax import REPO_ROOT
+from attnjax import claim as claim_lib
+from attnjax.registry import ConfigError
 
-STATUSES = ("running", "done", "failed", "preempted")
+CONFIG, SUMMARY, METRICS = "config.json", "summary.json", "metrics.jsonl"
+CHECKPOINTS, CLAIMS = "checkpoints", "claims"
+STATUSES = ("pending", "running", "done", "failed", "preempted")
+UNFINISHED = ("pending", "running", "preempted")
+TRANSITIONS = {
+    None: {"pending", "running"},
+    "pending": {"pending", "running", "failed"},
+    "running": {"running", "done", "failed", "preempted"},
+    "preempted": {"running", "failed", "preempted"},
+    "failed": {"running", "failed"},
+    "done": set(),
+}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+# Top-level config keys that change how a run is operated, not what it computes: a resume may
+# change them, and config.json files written before they existed still match.
+OPERATIONAL_KEYS = ("claim_timeout_s", "preempt_grace_s", "progress_bar")
+
+
+def _same_run(a: dict, b: dict) -> bool:
+    drop = lambda c: {k: v for k, v in c.items() if k not in OPERATIONAL_KEYS}
+    return drop(a) == drop(b)
+
+
+class RunDirError(ConfigError):
+    """A run dir that cannot be used as asked (another config, lost checkpoints, ...)."""
+
+
+# ---------------------------------------------------------------------------- atomic files
 
 
 def atomic_write(path: Path | str, write: Callable[[str], None]) -> Path:
@@ -70,41 +111,146 @@ def read_json(path: Path | str) -> Any | None:
     return json.loads(path.read_text())
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+def clean_number(v: Any) -> Any:
+    """JSON has no NaN/inf: store them as strings so the file stays valid JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "attnjax"):
+# ---------------------------------------------------------------------------- the run dir
+
+
+class RunDir:
+    """One run's directory. Cheap to create; touches the disk only when asked."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    @staticmethod
+    def is_run_dir(path: Path | str) -> bool:
+        """Any directory holding a summary.json or a config.json."""
+        return os.path.isfile(os.path.join(path, SUMMARY)) or os.path.isfile(
+            os.path.join(path, CONFIG))
+
+    # -------------------------------------------------------------- config
+    def read_config(self) -> dict | None:
+        return read_json(self.file(CONFIG))
+
+    def write_config(self, config_json: str) -> None:
+        """Writes config.json, or checks that the one there is the same config."""
+        previous = self.read_config()
+        if previous is not None:
+            if not _same_run(previous, json.loads(config_json)):
+                raise RunDirError(f"{self.path} holds a run with a different config; choose "
+                                  "another --workdir (or delete it to start over)")
+            return
+        atomic_write_text(self.file(CONFIG), config_json + "\n")
+
+    # -------------------------------------------------------------- summary and status
+    def read_summary(self) -> dict[str, Any]:
+        """summary.json, {} when absent or half-written by a killed process."""
         try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+            return read_json(self.file(SUMMARY)) or {}
+        except ValueError:
+            return {}
 
+    def status(self) -> str | None:
+        return self.read_summary().get("status")
 
-def git_revision() -> str | None:
-    """HEAD of the attnjax checkout, '-dirty' when it has uncommitted changes; None if no git."""
-    try:
-        run = lambda *a: subprocess.run(
-            ["git", *a], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        rev = run("rev-parse", "HEAD")
-        return rev + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Writes summary.json after checking the status transition from the one on disk."""
+        new, old = summary.get("status"), self.status()
+        if new not in STATUSES:
+            raise ValueError(f"unknown status {new!r}; known: {', '.join(STATUSES)}")
+        if new not in TRANSITIONS.get(old, set()):
+            raise RunDirError(f"{self.path}: status {old!r} cannot become {new!r}")
+        atomic_write_json(self.file(SUMMARY), summary)
 
+    def plan(self, config_json: str, fields: dict[str, Any]) -> None:
+        """A pending run: config.json and a summary saying `pending` (kept if already there)."""
+        self.write_config(config_json)
+        if not self.read_summary():
+            from attnjax.provenance import now
 
-def device_info(used: int | None = None) -> dict[str, Any]:
-    """Platform and kind of the local devices; `used`: how many the run trains on."""
-    import jax
+            self.write_summary({"status": "pending", "reason": None, "step": 0,
+                                "final_metrics": {}, "planned_at": now(), **fields})
 
-    devices = jax.local_devices()
-    return {
-        "platform": devices[0].platform,
-        "kind": devices[0].device_kind,
-        "local_count": len(devices),
-        "used": used or len(devices),
-        "process_count": jax.process_count(),
-    }
+    # -------------------------------------------------------------- metrics
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """Every record of metrics.jsonl (a line cut by a crash is skipped)."""
+        path = self.file(METRICS)
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def truncate_metrics(self, step: int) -> list[dict[str, Any]]:
+        """Keeps the records with step <= `step` (a resume from that checkpoint), rewritten
+        atomically; returns them."""
+        path = self.file(METRICS)
+        if not path.exists():
+            return []
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        return kept
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        record = {k: clean_number(v) for k, v in record.items()}
+        with self.file(METRICS).open("a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+
+    # -------------------------------------------------------------- checkpoints and claims
+    def checkpointer(self, keep: int = 2):
+        from attnjax.checkpoint import Checkpointer  # imports jax and orbax
+
+        return Checkpointer(self.checkpoints, keep=keep)
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoints.is_dir() and any(
+            p.name.isdigit() for p in self.checkpoints.iterdir())
+
+    def claim(self, timeout_s: float, worker: str | None = None) -> claim_lib.Claim:
+        """Claims the run for this process (ClaimHeld names a live holder)."""
+        return claim_lib.Claim.acquire(self.path / CLAIMS, timeout_s, worker)
+
+    def holder(self) -> claim_lib.Holder | None:
+        return claim_lib.current(self.path / CLAIMS)
+
+    def claim_timeout(self, default: float = 300.0) -> float:
+        config = self._config_or_none()
+        return float((config or {}).get("claim_timeout_s", default))
+
+    def _config_or_none(self) -> dict | None:
+        try:
+            return self.read_config()
+        except ValueError:
+            return None
+
+    def is_stale(self) -> bool:
+        """`running` on disk, but no live worker holds it (killed, machine lost)."""
+        holder = self.holder()
+        return holder is None or not holder.alive(self.claim_timeout())

@@ -1,4 +1,4 @@
-"""Experiments: expand a study into runs, train each in its own run dir, resume, compare.
+"""Experiments: expand a study into runs and plan them as run dirs; executors train them.
 
 An experiment file (`experiments/<study>.py`) defines
 
@@ -8,19 +8,21 @@ An experiment file (`experiments/<study>.py`) defines
 `experiments/study.py:arg` calls get_config(arg) and sweep(arg) instead (e.g. a CPU-sized and
 an accelerator-sized version of one study); its runs go to runs/<study>-<arg>/ by default.
 
-Every run is resolved (and so validated) before anything is written: a typo in any run stops
-the whole sweep with a clear error and no run directory. Each run gets a readable directory
-name from its overrides, `<workdir>/<name>/`; `<workdir>/manifest.json` lists every run with
-its overrides and status. Re-running the same command skips finished runs and resumes the rest
-from their last checkpoint.
+Planning is separate from execution. `plan()` resolves (and so validates) every run before
+anything is written — a typo in any run, a bad sweep(), or a batch that does not divide the
+devices stops the whole study with one clear error and no directory — then writes every run dir
+(config.json, summary.json `pending`) and `manifest.json`. From then on a run dir is
+self-sufficient: workers and executors (attnjax/executors/) never re-read the experiment file.
+The manifest is a view rebuilt from the run dirs (`write_manifest`), never the only record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import re
 import sys
-import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,9 @@ from typing import Any
 import ml_collections
 
 from attnjax import config as config_lib
-from attnjax import rundir
+from attnjax import provenance
 from attnjax.registry import ConfigError
+from attnjax.rundir import RunDir, atomic_write_json
 
 MANIFEST = "manifest.json"
 
@@ -74,6 +77,8 @@ def load_experiment(path: str | Path):
             return module.sweep(arg)
 
     WithArg.__doc__ = module.__doc__
+    WithArg.__file__ = str(file)
+    WithArg.executor = getattr(module, "executor", None)
     return WithArg
 
 
@@ -95,20 +100,47 @@ def run_name(overrides: Mapping[str, Any], all_keys: list[str]) -> str:
     return "_".join(parts) or "default"
 
 
-def expand(experiment) -> list[Run]:
-    """Every run of the experiment, validated. Raises ConfigError before anything is written."""
+def _call(experiment, fn: str):
+    """experiment.fn(), any error in the user's code as one ConfigError line."""
     try:
-        base = experiment.get_config()
-        overrides_list = [config_lib.flatten(o) for o in experiment.sweep()]
-    except (TypeError, ValueError) as e:  # e.g. an unknown experiment argument
-        raise ConfigError(f"experiment: {e}") from None
-    if not overrides_list:
+        return getattr(experiment, fn)()
+    except ConfigError:
+        raise
+    except Exception as e:
+        where = getattr(experiment, "__file__", "the experiment")
+        raise ConfigError(f"experiment {fn}() raised {config_lib.describe_error(e, where)}"
+                          ) from None
+
+
+def _overrides(experiment) -> list[dict[str, Any]]:
+    runs = _call(experiment, "sweep")
+    if isinstance(runs, Mapping) or not isinstance(runs, list | tuple):
+        raise ConfigError(f"sweep() must return a list of override dicts, one per run; got "
+                          f"{type(runs).__name__}")
+    bad = [i for i, o in enumerate(runs) if not isinstance(o, Mapping)]
+    if bad:
+        raise ConfigError(f"sweep() must return a list of dicts; item {bad[0]} is "
+                          f"{type(runs[bad[0]]).__name__}: {runs[bad[0]]!r}"[:300])
+    if not runs:
         raise ConfigError("sweep() returned no runs")
+    return [config_lib.flatten(o) for o in runs]
+
+
+def expand(experiment, devices_per_run: int | None = None) -> list[Run]:
+    """Every run of the experiment, validated as the workers will check it (config, devices
+    for the batch: `devices_per_run`, default this machine's). Raises ConfigError before
+    anything is written."""
+    base = _call(experiment, "get_config")
+    if not isinstance(base, ml_collections.ConfigDict):
+        raise ConfigError(f"get_config() must return an ml_collections.ConfigDict, got "
+                          f"{type(base).__name__}")
+    overrides_list = _overrides(experiment)
     all_keys = sorted({k for o in overrides_list for k in o})
     runs, seen = [], {}
     for i, overrides in enumerate(overrides_list):
         try:
             cfg = config_lib.resolve(config_lib.apply_overrides(base, overrides))
+            _check_devices(cfg, devices_per_run)
         except ConfigError as e:
             raise ConfigError(f"run {i} {overrides}: {e}") from None
         name = run_name(overrides, all_keys)
@@ -119,23 +151,85 @@ def expand(experiment) -> list[Run]:
     return runs
 
 
-def _write_manifest(workdir: Path, experiment_path: str, runs: list[Run]) -> None:
-    entries = []
+def _check_devices(config, devices_per_run: int | None) -> None:
+    if devices_per_run is None:
+        import jax
+
+        devices_per_run = jax.local_device_count()
+    n = config.num_devices or devices_per_run
+    if config.num_devices > devices_per_run:
+        raise ConfigError(f"num_devices={config.num_devices} but a run gets {devices_per_run}")
+    if config.batch_size % n:
+        raise ConfigError(f"batch_size={config.batch_size} must be divisible by the {n} "
+                          "devices a run trains on")
+
+
+def check_workdir(workdir: Path) -> None:
+    """ConfigError unless `workdir` is (or can be) a writable directory."""
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"--workdir {workdir} exists and is not a directory")
+    probe = workdir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"--workdir {workdir}: {probe} is not a writable directory")
+
+
+def plan(experiment_path: str | Path, workdir: str | Path | None = None, *,
+         devices_per_run: int | None = None) -> list[RunDir]:
+    """Writes every run dir of the study (pending) and the manifest; trains nothing.
+    Runs already there keep their status (a re-plan resumes the study)."""
+    runs = expand(load_experiment(experiment_path), devices_per_run)
+    workdir = Path(workdir or default_workdir(experiment_path))
+    check_workdir(workdir)
+    out = []
     for run in runs:
-        summary = _read_summary(workdir / run.name)
-        entries.append({
-            "name": run.name, "overrides": run.overrides,
-            "status": summary.get("status", "pending"), "reason": summary.get("reason"),
-        })
-    rundir.atomic_write_json(workdir / MANIFEST, {
-        "experiment": str(experiment_path), "updated_at": rundir.now(), "runs": entries,
-    })
+        run_dir = RunDir(workdir / run.name)
+        run_dir.plan(config_lib.to_json(run.config), {
+            "overrides": run.overrides,
+            "num_train_steps": run.config.num_train_steps,
+            "attention": run.config.model.attention, "task": run.config.task.name})
+        out.append(run_dir)
+    write_manifest(workdir, str(experiment_path), order=[r.name for r in out])
+    return out
 
 
-def _read_summary(path: Path) -> dict[str, Any]:
+def sweep_runs(workdir: Path | str, order: list[str] | None = None) -> list[RunDir]:
+    """The run dirs of a sweep dir in the study's order (`order`, else the manifest's), then
+    any others by name."""
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise ConfigError(f"no such sweep directory: {workdir}")
+    found = [RunDir(p) for p in sorted(workdir.iterdir())
+             if p.is_dir() and not p.name.startswith(".") and RunDir.is_run_dir(p)]
+    if order is None:
+        order = [e.get("name") for e in _read_manifest(workdir).get("runs", [])]
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(found, key=lambda r: (rank.get(r.name, sys.maxsize), r.name))
+
+
+def write_manifest(workdir: Path | str, experiment: str | None = None,
+                   order: list[str] | None = None) -> None:
+    """manifest.json rebuilt from the run dirs: name, overrides, status, reason, step; in the
+    study's order (`order`, else the previous manifest's)."""
+    workdir = Path(workdir)
+    old = _read_manifest(workdir)
+    entries = []
+    for run_dir in sweep_runs(workdir, order):
+        summary = run_dir.read_summary()
+        entries.append({"name": run_dir.name, "overrides": summary.get("overrides", {}),
+                        "status": summary.get("status", "pending"),
+                        "reason": summary.get("reason"), "step": summary.get("step"),
+                        "num_train_steps": summary.get("num_train_steps")})
+    atomic_write_json(workdir / MANIFEST, {
+        "experiment": experiment or old.get("experiment"), "updated_at": provenance.now(),
+        "runs": entries})
+
+
+def _read_manifest(workdir: Path) -> dict[str, Any]:
     try:
-        return rundir.read_json(path / "summary.json") or {}
-    except ValueError:  # half-written by a killed process: treat as not done
+        return json.loads((workdir / MANIFEST).read_text())
+    except (OSError, ValueError):
         return {}
 
 
@@ -143,42 +237,22 @@ def run_sweep(
     experiment_path: str | Path,
     workdir: str | Path | None = None,
     *,
+    executor: str = "inprocess",
+    options: Mapping[str, Any] | None = None,
     train_fn: Callable[..., dict[str, Any]] | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-) -> list[tuple[Run, dict[str, Any]]]:
-    """Trains every unfinished run of the experiment, in order, in this process.
+) -> list[tuple[RunDir, dict[str, Any]]]:
+    """Plans the study, then has `executor` (attnjax/executors/<name>.py) finish its runs.
+    Returns (run dir, summary) pairs in the study's order. `train_fn(config, run_dir)` replaces
+    the train loop (tests; in-process executor only)."""
+    from attnjax import executors
 
-    A run that fails is recorded (summary.json, manifest) and the sweep goes on with the next;
-    a preempted run (SIGTERM, Ctrl-C) stops the sweep, to be resumed by running it again.
-    Returns (run, summary) pairs; `train_fn` replaces `train.train_and_evaluate` (tests).
-    """
-    if train_fn is None:
-        from attnjax.train import train_and_evaluate as train_fn
-    experiment = load_experiment(experiment_path)
-    runs = expand(experiment)  # everything validated before the first directory exists
     workdir = Path(workdir or default_workdir(experiment_path))
-    workdir.mkdir(parents=True, exist_ok=True)
-    _write_manifest(workdir, str(experiment_path), runs)
-    results = []
-    for i, run in enumerate(runs, 1):
-        run_dir = workdir / run.name
-        summary = _read_summary(run_dir)
-        if summary.get("status") == "done":
-            log(f"[{i}/{len(runs)}] {run.name}: done, skipped")
-            results.append((run, summary))
-            continue
-        log(f"[{i}/{len(runs)}] {run.name}" + (" (resuming)" if summary else ""))
-        try:
-            summary = train_fn(run.config, run_dir)
-        except KeyboardInterrupt:
-            _write_manifest(workdir, str(experiment_path), runs)
-            raise
-        except Exception:
-            log(f"{run.name} failed:\n{traceback.format_exc()}")
-            summary = _read_summary(run_dir) or {"status": "failed", "reason": "crashed"}
-        results.append((run, summary))
-        _write_manifest(workdir, str(experiment_path), runs)
-        if summary.get("status") == "preempted":  # Ctrl-C / SIGTERM: stop the whole sweep
-            log(f"{run.name} was preempted; re-run the same command to resume")
-            break
-    return results
+    chosen = executors.create(executor, **dict(options or {}))
+    run_dirs = plan(experiment_path, workdir, devices_per_run=chosen.devices_per_run())
+    try:
+        trained = chosen.execute(workdir, run_dirs, log=log, train_fn=train_fn) or []
+    finally:
+        write_manifest(workdir)
+    returned = {r.name: summary for r, summary in trained}
+    return [(r, returned.get(r.name) or r.read_summary()) for r in run_dirs]

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from attnjax import attention, models, tasks, train
+from attnjax import attention, models, steps, tasks
 from attnjax import config as config_lib
 from attnjax.models.positional import sinusoidal_table
 
@@ -110,17 +110,17 @@ def test_every_variant_trains_inside_the_backbone(name):
     batch = task.batch("train", 0, 16, 0)  # one fixed batch: the loss must fall on it
     inputs = {k: batch[k] for k in models.INPUT_KEYS if k in batch}
     params = model.init(jax.random.PRNGKey(0), batch["inputs"], **inputs)
-    tx = train.make_optimizer(config)
-    state = train.TrainState(jnp.int32(0), params["params"], tx.init(params["params"]))
+    tx = steps.make_optimizer(config)
+    state = steps.TrainState(jnp.int32(0), params["params"], tx.init(params["params"]))
     step = jax.jit(jax.vmap(
-        lambda s, b, h, r: train.train_step(
+        lambda s, b, h, r: steps.train_step(
             s, b, h, r, model=model, task=task, tx=tx,
-            schedule=lambda i: train.lr_multiplier(i, num_train_steps=30, warmup_steps=1)),
+            schedule=lambda i: steps.lr_multiplier(i, num_train_steps=30, warmup_steps=1)),
         in_axes=(None, None, None, None), axis_name="batch", axis_size=1,
     ))
     losses = []
     for _ in range(30):
-        new, metrics = step(state, batch, train.hparams_from(config), jax.random.PRNGKey(0))
+        new, metrics = step(state, batch, steps.hparams_from(config), jax.random.PRNGKey(0))
         state = jax.tree.map(lambda x: x[0], new)
         losses.append(float(metrics["loss"][0][0] / metrics["loss"][1][0]))
         assert np.isfinite(float(metrics["grad_norm"][0][0]))

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from attnjax import tasks, train
-from attnjax.checkpoint import Checkpointer
 from attnjax.input_pipeline import DataSource, Prefetcher
-from attnjax.metric_writers import read_metrics
 from attnjax.registry import ConfigError
+from attnjax.rundir import RunDir
 from tests.conftest import tiny_config
 
 
@@ -79,7 +78,7 @@ def test_closing_early_stops_the_thread():
 def test_data_position_is_checkpointed(tmp_path):
     config = tiny_config(num_train_steps=6, checkpoint_every_steps=3, eval_every_steps=6)
     assert train.train_and_evaluate(config, tmp_path)["status"] == "done"
-    ckpt = Checkpointer(tmp_path)
+    ckpt = RunDir(tmp_path).checkpointer()
     data = ckpt._manager.restore(ckpt.latest_step())["data"]  # the JSON item alone
     ckpt.close()
     assert data == {"split": "train", "next_index": 6, "batch_size": 16, "seed": 0,
@@ -97,7 +96,7 @@ def test_length_generalisation_is_logged_per_length(tmp_path):
     # 16 is the training length: its series point is the eval/ number itself
     assert final["eval_len16/accuracy"] == final["eval/accuracy"]
     assert final["test_len16/accuracy"] == final["test/accuracy"]
-    evals = [r["step"] for r in read_metrics(tmp_path) if "eval_len64/accuracy" in r]
+    evals = [r["step"] for r in RunDir(tmp_path).read_metrics() if "eval_len64/accuracy" in r]
     assert evals == [2, 4]
 
 

@@ -8,16 +8,15 @@ import jax
 import numpy as np
 import pytest
 
-from attnjax import train
-from attnjax.checkpoint import Checkpointer
-from attnjax.metric_writers import read_metrics
+from attnjax import steps, train
 from attnjax.registry import ConfigError
+from attnjax.rundir import RunDir
 from tests.conftest import run_python, tiny_config
 
 
 def _final_params(workdir, config):
     """Params of the last checkpoint, as numpy."""
-    ckpt = Checkpointer(workdir)
+    ckpt = RunDir(workdir).checkpointer()
     step = ckpt.latest_step()
     # the template only needs the structure: rebuild it the way train does
     task_settings = {k: v for k, v in config.task.items() if k != "name"}
@@ -28,8 +27,8 @@ def _final_params(workdir, config):
     batch = task.batch("train", 0, 2, 0)
     params = model.init(jax.random.PRNGKey(0), batch["inputs"],
                         positions=batch.get("positions"))["params"]
-    tx = train.make_optimizer(config)
-    template = train.TrainState(step=np.int32(0), params=params, opt_state=tx.init(params))
+    tx = steps.make_optimizer(config)
+    template = steps.TrainState(step=np.int32(0), params=params, opt_state=tx.init(params))
     state, data = ckpt.restore(step, template)
     ckpt.close()
     assert data["next_index"] == step  # the data stream's position is saved with the state
@@ -39,7 +38,7 @@ def _final_params(workdir, config):
 def _curve(workdir):
     """metrics.jsonl without the wall-clock fields, which legitimately differ."""
     drop = {"wall_time_s", "steps_per_second"}
-    return [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(workdir)]
+    return [{k: v for k, v in r.items() if k not in drop} for r in RunDir(workdir).read_metrics()]
 
 
 @pytest.mark.slow
@@ -68,13 +67,13 @@ def test_tiny_mqar_learns_and_writes_a_complete_run_dir(tmp_path):
     resolved = json.loads((tmp_path / "config.json").read_text())
     assert resolved["model"]["attention_kwargs"] == {"implementation": "reference"}
     assert resolved["task"]["num_kv_pairs"] == 2
-    lines = read_metrics(tmp_path)
+    lines = RunDir(tmp_path).read_metrics()
     assert [r["step"] for r in lines if "eval/accuracy" in r] == [100, 200, 300]
     assert [r["step"] for r in lines if "test/accuracy" in r] == [300]
     assert all("train/loss" in r for r in lines
                if "eval/accuracy" not in r and "test/accuracy" not in r)
     assert list(tmp_path.glob("events.out.tfevents.*"))
-    assert Checkpointer(tmp_path).latest_step() == 300
+    assert RunDir(tmp_path).checkpointer().latest_step() == 300
 
 
 def test_crash_after_first_checkpoint_resumes_to_identical_result(tmp_path):
@@ -90,7 +89,7 @@ def test_crash_after_first_checkpoint_resumes_to_identical_result(tmp_path):
         train.train_and_evaluate(config, tmp_path / "resumed", step_callback=crash)
     crashed = json.loads((tmp_path / "resumed" / "summary.json").read_text())
     assert crashed["status"] == "failed" and "simulated crash" in crashed["reason"]
-    assert Checkpointer(tmp_path / "resumed").latest_step() == 10
+    assert RunDir(tmp_path / "resumed").checkpointer().latest_step() == 10
 
     resumed = train.train_and_evaluate(config, tmp_path / "resumed")
     assert resumed["status"] == "done"
@@ -111,7 +110,7 @@ def test_preemption_saves_and_resumes(tmp_path):
     full = train.train_and_evaluate(config, tmp_path / "full")
     stopped = train.train_and_evaluate(config, tmp_path / "p", step_callback=lambda s: s == 7)
     assert stopped["status"] == "preempted" and stopped["step"] == 7
-    assert Checkpointer(tmp_path / "p").latest_step() == 7
+    assert RunDir(tmp_path / "p").checkpointer().latest_step() == 7
     resumed = train.train_and_evaluate(config, tmp_path / "p")
     assert resumed["status"] == "done"
     assert _strip(resumed) == _strip(full)
@@ -144,15 +143,15 @@ def test_non_finite_loss_fails_the_run_with_step_and_reason(tmp_path):
     assert "non-finite loss" in summary["reason"] and "at step 2" in summary["reason"]
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["status"] == "failed" and on_disk["reason"] == summary["reason"]
-    assert Checkpointer(tmp_path).latest_step() is None  # never checkpoint a NaN state
+    assert RunDir(tmp_path).checkpointer().latest_step() is None  # never checkpoint a NaN state
 
 
 def test_learning_rate_and_seed_sweeps_reuse_the_compiled_step(tmp_path):
-    train._compiled.cache_clear()
+    steps.compiled_train.cache_clear()
     train.train_and_evaluate(tiny_config(num_train_steps=2), tmp_path / "a")
     train.train_and_evaluate(tiny_config(num_train_steps=2, seed=1, learning_rate=1e-2,
                                          weight_decay=0.0), tmp_path / "b")
-    info = train._compiled.cache_info()
+    info = steps.compiled_train.cache_info()
     assert (info.misses, info.hits) == (1, 1)
 
 
@@ -160,7 +159,7 @@ PMAP_SCRIPT = """
 import json, sys
 import jax, numpy as np
 from attnjax import train
-from attnjax.metric_writers import read_metrics
+from attnjax.rundir import RunDir
 from tests.conftest import tiny_config
 assert jax.local_device_count() == 8, jax.local_devices()
 out = {}
@@ -168,7 +167,7 @@ for n in (1, 8):
     cfg = tiny_config(num_train_steps=10, log_every_steps=1, eval_every_steps=5, num_devices=n)
     s = train.train_and_evaluate(cfg, sys.argv[1] + f"/d{n}")
     out[n] = {"summary": s["final_metrics"], "device_count": s["device"]["used"],
-              "curve": [r for r in read_metrics(sys.argv[1] + f"/d{n}")]}
+              "curve": [r for r in RunDir(sys.argv[1] + f"/d{n}").read_metrics()]}
 print(json.dumps(out))
 """
 
@@ -198,7 +197,7 @@ def test_sigterm_stops_at_a_step_boundary_with_a_checkpoint(tmp_path):
 
     summary = train.train_and_evaluate(tiny_config(), tmp_path, step_callback=scheduler)
     assert summary["status"] == "preempted" and summary["step"] == 6
-    assert Checkpointer(tmp_path).latest_step() == 6
+    assert RunDir(tmp_path).checkpointer().latest_step() == 6
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers are restored
 
 

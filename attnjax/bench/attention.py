@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from attnjax import attention, rundir
+from attnjax import attention, provenance, rundir
 from attnjax.registry import ConfigError
 
 DEFAULT_VARIANTS = ("softmax", "linear", "local", "block_local", "performer", "retention")
@@ -255,8 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device, has_peak = _device()
     isolate = has_peak if args.isolate is None else args.isolate
     out = Path(args.out) / "benchmark.json"
-    report = {"kind": "attention", "device": device, "date": rundir.now(),
-              "versions": rundir.versions(),
+    report = {"kind": "attention", "device": device, "date": provenance.now(),
+              "versions": provenance.versions(),
               "command": shlex.join(["attnjax", "bench", "attention", *argv]), "rows": []}
     rundir.atomic_write_json(out, report)
     for name in variants:

@@ -26,7 +26,7 @@ from typing import Any
 import jax
 
 from attnjax import config as config_lib
-from attnjax import rundir, tasks
+from attnjax import provenance, rundir, tasks
 from attnjax.registry import ConfigError, unknown_name_message
 
 # size -> task -> (config file argument, extra overrides). Missing: the config file's default.
@@ -76,7 +76,7 @@ def _pipeline_rate(source, count: int, workers: int) -> float:
 
 
 def measure(task_name: str, size: str, *, batches: int, steps: int, train: bool) -> dict:
-    from attnjax import train as train_lib
+    from attnjax import steps as train_lib
     from attnjax.input_pipeline import DataSource
     from attnjax.parallel import replicate, shard
 
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rundir.atomic_write_json(out / "data_benchmark.json", {
         "kind": "data", "device": str(jax.devices()[0].device_kind),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "versions": rundir.versions(), "command": "attnjax bench data " + " ".join(
+        "versions": provenance.versions(), "command": "attnjax bench data " + " ".join(
             sys.argv[3:] if argv is None else argv), "rows": rows,
     })
     print(markdown(rows))

@@ -1,0 +1,179 @@
+"""Pure step functions: the train state, its initialisation, the optimizer, the train and eval
+steps, compiled and cached. No I/O, no clock: the loop (attnjax/train.py) owns time.
+
+`train_step(state, batch, hparams, rng)` takes the learning rate and weight decay as traced
+`hparams`, so a learning-rate or seed sweep reuses one compiled program (and a pack of runs can
+be the same step under `vmap`). Data parallelism is `jax.pmap` over the devices: the global batch
+is split across them and gradients are summed with `psum` of per-device (loss sum / global
+weight), which is exactly the single-device gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from attnjax import models, tasks
+from attnjax.parallel import AXIS
+from attnjax.registry import ConfigError
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 []
+    params: Any
+    opt_state: Any
+
+
+def lr_multiplier(step, *, num_train_steps: int, warmup_steps: int):
+    """Linear warmup to 1 over `warmup_steps`, then cosine decay to 0 at `num_train_steps`."""
+    step = jnp.asarray(step, jnp.float32)
+    warm = jnp.minimum(1.0, (step + 1.0) / max(warmup_steps, 1))
+    progress = jnp.clip((step - warmup_steps) / max(num_train_steps - warmup_steps, 1), 0.0, 1.0)
+    cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+    return jnp.where(step < warmup_steps, warm, cosine)
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+    """Clipping + Adam moments; the -lr·(update + wd·param) step is applied in train_step."""
+    parts = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm > 0 else []
+    parts.append(optax.scale_by_adam(b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps))
+    return optax.chain(*parts)
+
+
+def hparams_from(config) -> dict[str, jax.Array]:
+    """The traced hyper-parameters of a run."""
+    return {
+        "learning_rate": jnp.float32(config.learning_rate),
+        "weight_decay": jnp.float32(config.weight_decay),
+    }
+
+
+def model_inputs(batch):
+    """The batch entries the model takes besides `inputs` (see models.INPUT_KEYS)."""
+    return {k: batch[k] for k in models.INPUT_KEYS if k in batch}
+
+
+def _global_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def train_step(state, batch, hparams, rng, *, model, task, tx, schedule, axis_name=AXIS):
+    """One AdamW step on a per-device shard; metrics are summed over devices."""
+    rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(axis_name))
+
+    def loss_fn(params):
+        logits = model.apply(
+            {"params": params}, batch["inputs"], **model_inputs(batch),
+            deterministic=False, rngs={"dropout": rng},
+        )
+        loss_sum, weight, metrics = task.loss_and_metrics(logits, batch)
+        return loss_sum / jax.lax.psum(weight, axis_name), metrics
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.psum(grads, axis_name)
+    metrics = jax.lax.psum(metrics, axis_name)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    lr = hparams["learning_rate"] * schedule(state.step)
+    wd = hparams["weight_decay"]
+    # decoupled weight decay on matrices only (not biases, norm scales)
+    updates = jax.tree.map(
+        lambda u, p: -lr * (u + wd * p) if p.ndim >= 2 else -lr * u, updates, state.params
+    )
+    params = optax.apply_updates(state.params, updates)
+    one = jnp.float32(1.0)
+    metrics = {**metrics, "learning_rate": (lr, one), "grad_norm": (_global_norm(grads), one)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params, batch, *, model, task, axis_name=AXIS):
+    logits = model.apply({"params": params}, batch["inputs"], **model_inputs(batch))
+    _, _, metrics = task.loss_and_metrics(logits, batch)
+    return jax.lax.psum(metrics, axis_name)
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_train(model, task, opt_settings: tuple, num_train_steps: int, warmup_steps: int,
+                   devices):
+    """pmapped steps, cached on everything static so same-shaped runs (seeds, lrs) share them."""
+    tx = make_optimizer(ml_collections.ConfigDict(dict(opt_settings)))
+    schedule = functools.partial(
+        lr_multiplier, num_train_steps=num_train_steps, warmup_steps=warmup_steps
+    )
+    p_train = jax.pmap(
+        functools.partial(train_step, model=model, task=task, tx=tx, schedule=schedule),
+        axis_name=AXIS, in_axes=(0, 0, None, None), devices=devices, donate_argnums=(0,),
+    )
+    return tx, p_train
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_eval(model, task, devices):
+    """The pmapped eval step of `task` (one per evaluation length)."""
+    return jax.pmap(
+        functools.partial(eval_step, model=model, task=task), axis_name=AXIS, devices=devices
+    )
+
+
+def eval_tasks(task, config) -> dict[tuple[str, ...], Any]:
+    """{metric prefixes: task} scored at every evaluation: ("eval",) at the training length
+    and, with config.eval_lengths, "eval_len{L}" for each of them (the task rebuilt at length
+    L). The training length is scored once and logged under both "eval" and "eval_len{L}", so
+    the per-length series is complete on its own."""
+    if not config.eval_lengths:
+        return {("eval",): task}
+    train_length = getattr(task, task.length_field)
+    out = {("eval", f"eval_len{train_length}"): task}
+    for length in config.eval_lengths:
+        if length != train_length:
+            out[(f"eval_len{length}",)] = task.with_length(length)
+    return out
+
+
+def devices_for(config) -> tuple:
+    """The local devices a run trains on; ConfigError when the batch does not divide."""
+    devices = jax.local_devices()
+    if config.num_devices:
+        if config.num_devices > len(devices):
+            raise ConfigError(f"num_devices={config.num_devices} but only {len(devices)} local")
+        devices = devices[: config.num_devices]
+    global_devices = len(devices) * jax.process_count()
+    if config.batch_size % global_devices:
+        raise ConfigError(
+            f"batch_size={config.batch_size} must be divisible by the {global_devices} devices"
+        )
+    return tuple(devices)
+
+
+def setup(config) -> tuple:
+    """(task, {prefix: eval task}, model, devices, tx, pmapped train step) of a resolved config."""
+    task = tasks.create(config.task.name, **{k: v for k, v in config.task.items() if k != "name"})
+    scored = eval_tasks(task, config)
+    # one model serves every evaluation length (learned positions etc. sized for the longest)
+    model = models.build(config.model, max(scored.values(), key=lambda t: t.max_length))
+    devices = devices_for(config)
+    opt_settings = tuple(sorted(
+        (k, config[k]) for k in ("grad_clip_norm", "adam_b1", "adam_b2", "adam_eps")
+    ))
+    tx, p_train = compiled_train(
+        model, task, opt_settings, config.num_train_steps, config.warmup_steps, devices
+    )
+    return task, scored, model, devices, tx, p_train
+
+
+def init_state(config, model, tx, batch) -> TrainState:
+    """The step-0 train state (parameters from config.seed) on the host."""
+    params = model.init(jax.random.PRNGKey(config.seed), batch["inputs"],
+                        **model_inputs(batch))["params"]
+    return TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
+
+
+def count_params(params) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
