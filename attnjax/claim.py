@@ -8,7 +8,8 @@ any number of workers racing on one run dir — processes or machines sharing th
 exactly one gets it. Claim files are never deleted, so the numbering never goes back.
 
 The current claim is free when it was released (the holder ended cleanly), its process is dead
-(same host), it belongs to the same worker id (a requeued SLURM task), or its heartbeat is older
+(same host), it belongs to the same worker id (a requeued SLURM task) or to this very process,
+or its heartbeat is older
 than the run's `claim_timeout_s` (a machine that died): then the next worker takes over and
 resumes from the last checkpoint. A worker that finds its claim superseded (it stalled past the
 timeout and another took over) stops without writing anything.
@@ -56,6 +57,8 @@ class Holder:
         """Whether this claim still stands against `worker` (None: against anybody)."""
         if self.released or (worker is not None and worker == self.worker):
             return False
+        if self.host == provenance.hostname() and self.pid == os.getpid():
+            return False  # this very process (a worker handing its run to the train loop)
         if self.host == provenance.hostname() and not provenance.process_alive(
                 self.pid, self.pid_start):
             return False

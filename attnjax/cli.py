@@ -35,7 +35,8 @@ def _parse_run_config(config_file: str, overrides: list[str]):
     bad = [o for o in overrides if not o.startswith("--config.")]
     if bad:
         raise ConfigError(f"unexpected arguments {bad}; overrides look like --config.KEY=VALUE")
-    config_lib.config_path(config_file.split(":", 1)[0])  # a clear error for a missing file
+    path, _, arg = config_file.partition(":")
+    config_lib.load_config_file(path, arg or None)  # one clear line for a missing/broken file
     argv = ["attnjax", f"--config={config_file}", *overrides]
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file(

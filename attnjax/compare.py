@@ -35,6 +35,7 @@ import pandas as pd
 
 from attnjax import stats
 from attnjax.registry import unknown_name_message
+from attnjax.rundir import MANIFEST
 from attnjax.rundirs import (
     ATTENTION_KEY,
     CONFIG_PREFIX,
@@ -68,7 +69,7 @@ __all__ = [
     "write_report",
 ]
 
-NOT_DONE_ORDER = ("running", "failed", "preempted", INVALID)
+NOT_DONE_ORDER = ("running", "failed", "preempted", "pending", INVALID)
 PARAMS_TOLERANCE = 0.10  # the LRA rule (Tay et al. 2021): budgets within 10% are comparable
 BUDGET = ("num_params", "flops_per_token", "state_size", "steps_per_second", "tokens_per_second",
           "peak_memory_bytes")
@@ -429,7 +430,7 @@ def _no_runs_message(paths: Sequence[str]) -> str:
 def default_out_dir(paths: Sequence[str]) -> str:
     """The first path when it is a sweep dir (has manifest.json), else ./compare_report."""
     first = paths[0]
-    return first if os.path.isfile(os.path.join(first, "manifest.json")) else "compare_report"
+    return first if os.path.isfile(os.path.join(first, MANIFEST)) else "compare_report"
 
 
 def _split_list(values: list[str] | None) -> list[str]:

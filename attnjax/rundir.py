@@ -33,6 +33,7 @@ from attnjax.registry import ConfigError
 
 CONFIG, SUMMARY, METRICS = "config.json", "summary.json", "metrics.jsonl"
 CHECKPOINTS, CLAIMS = "checkpoints", "claims"
+MANIFEST = "manifest.json"  # in a sweep dir: a view of its run dirs (attnjax.sweep)
 STATUSES = ("pending", "running", "done", "failed", "preempted")
 UNFINISHED = ("pending", "running", "preempted")
 TRANSITIONS = {

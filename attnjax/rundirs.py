@@ -26,11 +26,8 @@ import numpy as np
 import pandas as pd
 
 from attnjax.registry import unknown_name_message
+from attnjax.rundir import CONFIG, METRICS, STATUSES, SUMMARY, RunDir
 
-SUMMARY = "summary.json"
-CONFIG = "config.json"
-METRICS = "metrics.jsonl"
-STATUSES = ("running", "done", "failed", "preempted")
 INVALID = "invalid"
 BENCHMARK = "benchmark.json"
 NUMERIC_FIELDS = ("step", "num_params", "flops_per_token", "state_size", "steps_per_second",
@@ -50,11 +47,7 @@ ATTENTION_KEY = "config.model.attention"
 MISSING_KEY = "<missing>"  # a config key a run does not have, when comparing values
 
 
-def is_run_dir(path: str | os.PathLike) -> bool:
-    """A run dir is any directory holding a summary.json or a config.json."""
-    return os.path.isfile(os.path.join(path, SUMMARY)) or os.path.isfile(
-        os.path.join(path, CONFIG)
-    )
+is_run_dir = RunDir.is_run_dir
 
 
 def _walk(root: str) -> Iterator[tuple[str, bool]]:

@@ -34,7 +34,8 @@ def rows(path: str | Path) -> list[dict[str, Any]]:
             "name": r.name, "status": status, "stale": stale,
             "step": summary.get("step"), "num_train_steps": summary.get("num_train_steps"),
             "worker": holder.worker if live else None,
-            "heartbeat_age_s": round(holder.age(), 1) if holder is not None else None,
+            "heartbeat_age_s": (round(holder.age(), 1) if holder is not None
+                                and not holder.released else None),
             "reason": summary.get("reason"),
         })
     return out

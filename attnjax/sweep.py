@@ -32,9 +32,7 @@ import ml_collections
 from attnjax import config as config_lib
 from attnjax import provenance
 from attnjax.registry import ConfigError
-from attnjax.rundir import RunDir, atomic_write_json
-
-MANIFEST = "manifest.json"
+from attnjax.rundir import MANIFEST, RunDir, atomic_write_json
 
 
 @dataclasses.dataclass(frozen=True)
