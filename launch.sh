@@ -3,10 +3,11 @@
 #   ./launch.sh                     quickstart: the MQAR comparison on CPU, prints the table
 #   ./launch.sh test [PYTEST ARGS]  the test suite
 #   ./launch.sh run CONFIG.py [--workdir DIR] [--config.KEY=VALUE ...]
-#   ./launch.sh sweep EXPERIMENT.py [--workdir DIR]
+#   ./launch.sh sweep EXPERIMENT.py [--workdir DIR] [--workers N] [--plan]
+#   ./launch.sh work SWEEP_DIR | status SWEEP_DIR
 #   ./launch.sh compare DIR [DIR ...] [--baseline V] [--select-by M --over KEY] (--help)
 #   ./launch.sh variants | tasks [--format json]
-#   ./launch.sh heatmap RUN_DIR  |  bench attention|data
+#   ./launch.sh heatmap RUN_DIR  |  bench attention|data|workers
 # Environment: PYTHON (interpreter for the venv, default python3),
 #   ATTNJAX_JAX (a jax requirement for accelerators, e.g. 'jax[cuda13]' or 'jax[tpu]').
 set -euo pipefail
@@ -43,11 +44,11 @@ case "$cmd" in
     exec "$VENV/bin/python" -m attnjax sweep experiments/quickstart.py "$@" ;;
   test)  # one worker per core (XLA compiles are mostly single-threaded)
     exec "$VENV/bin/python" -m pytest -n "${ATTNJAX_TEST_WORKERS:-auto}" "$@" ;;
-  run|sweep|compare|variants|tasks|heatmap|bench)
+  run|sweep|work|status|compare|variants|tasks|heatmap|bench)
     exec "$VENV/bin/python" -m attnjax "$cmd" "$@" ;;
   -h|--help|help)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
-    echo "launch.sh: unknown command '$cmd'. Known: quickstart (default), test, run, sweep, compare, variants, tasks, heatmap, bench, help" >&2
+    echo "launch.sh: unknown command '$cmd'. Known: quickstart (default), test, run, sweep, work, status, compare, variants, tasks, heatmap, bench, help" >&2
     exit 2 ;;
 esac

@@ -3,6 +3,7 @@
     attnjax bench attention [...]   forward+backward time and peak memory per variant and length
                                     -> <out>/benchmark.json (compare plots it vs sequence length)
     attnjax bench data [...]        host batch rate of every task vs the train step's rate
+    attnjax bench workers [...]     a study's wall time with 1 vs N local worker processes
 
 Each writes a JSON with the device, date, versions and the command that produced it, so a
 figure in BENCHMARKS.md can be traced to its run.
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 
 from attnjax.registry import ConfigError, unknown_name_message
 
-KINDS = ("attention", "data")
+KINDS = ("attention", "data", "workers")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
