@@ -14,9 +14,19 @@ from attnjax.rundir import RunDir
 from tests.conftest import run_cli, tiny_config
 
 
+def _as_other_process(claim):
+    """Rewrites `claim` as held by another live process (this one's parent)."""
+    from attnjax import provenance
+
+    info = json.loads(claim.path.read_text())
+    info.update(pid=os.getppid(), pid_start=provenance.process_start(os.getppid()))
+    claim.path.write_text(json.dumps(info))
+
+
 def test_a_claim_is_exclusive_until_released(tmp_path):
     run = RunDir(tmp_path / "r")
     first = run.claim(60, worker="a")
+    _as_other_process(first)
     with pytest.raises(claim_lib.ClaimHeld, match="worker a"):
         run.claim(60, worker="b")
     first.release()
@@ -85,7 +95,7 @@ def test_processes_racing_for_one_run_dir_get_it_exactly_once(tmp_path):
 def test_run_into_a_live_claimed_dir_exits_2_naming_the_holder(tmp_path):
     workdir = tmp_path / "run"
     run = RunDir(workdir)
-    c = run.claim(3600, worker="someone-else")
+    c = run.claim(3600, worker="someone-else")  # held by this test's process
     try:
         proc = run_cli("run", "configs/mqar.py", "--workdir", str(workdir),
                        "--config.num_train_steps=2", "--config.progress_bar=False")
