@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -55,8 +56,10 @@ def reference(tmp_path_factory):
 def local_ray():
     """One local Ray instance for the module (start-up takes seconds); the executor uses it."""
     ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'attnjax[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=100 * 1024**2)
+    with warnings.catch_warnings():  # fork+exec of Ray's processes is safe with JAX
+        warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=100 * 1024**2)
     yield ray
     ray.shutdown()
 
@@ -191,8 +194,8 @@ def test_sigusr2_checkpoints_then_submitit_requeues(tmp_path, in_submitit_job):
 
     def requeue(signum, frame):
         summary = run_dir.read_summary()
-        state_at_requeue.append((summary["status"], summary.get("checkpoint_step"),
-                                 run_dir.holder().released))
+        state_at_requeue.append((summary["status"], summary["step"],
+                                 summary.get("checkpoint_step") or 0, run_dir.holder().released))
         original(signum, frame)
 
     signal.signal(signal.SIGUSR2, requeue)
@@ -201,14 +204,12 @@ def test_sigusr2_checkpoints_then_submitit_requeues(tmp_path, in_submitit_job):
         TrainRunDir()(str(run_dir.path))
     sender.join()
     assert in_submitit_job == [signal.SIGUSR2]
-    status, step, released = state_at_requeue[0]
-    assert status == "preempted" and released
-    lines = [json.loads(x) for x in (run_dir.path / "metrics.jsonl").read_text().splitlines()]
+    status, step, checkpoint_step, released = state_at_requeue[0]
+    assert status == "preempted" and released and step < 200
+    assert checkpoint_step == step  # checkpointed where it stopped (0: before the first step)
     # the requeued task: same callable, same run dir, resumes from the checkpoint
     result = TrainRunDir().checkpoint(str(run_dir.path)).result()
-    assert result["status"] == "done" and run_dir.status() == "done"
-    assert run_dir.read_summary()["step"] == 200
-    assert step is None or step == max(x["step"] for x in lines)
+    assert result["status"] == "done" and run_dir.read_summary()["step"] == 200
 
 
 def test_sigterm_checkpoints_releases_and_exits_without_requeue(tmp_path, in_submitit_job):
@@ -226,12 +227,23 @@ def test_sigterm_checkpoints_releases_and_exits_without_requeue(tmp_path, in_sub
     assert in_submitit_job == []  # not requeued by us
     summary = run_dir.read_summary()
     assert summary["status"] == "preempted" and run_dir.holder().released
-    stopped_at = summary["step"]
-    assert stopped_at < 200
+    assert summary["step"] < 200 and (summary.get("checkpoint_step") or 0) == summary["step"]
     assert TrainRunDir()(str(run_dir.path))["status"] == "done"  # the requeued task
     steps = [json.loads(x)["step"] for x in (run_dir.path / "metrics.jsonl").read_text()
              .splitlines()]
     assert steps == sorted(steps) and steps[-1] == 200  # resumed, not restarted over itself
+
+
+def test_a_stop_requested_before_the_loop_starts_holds_for_it(tmp_path):
+    """A SIGUSR2/SIGTERM that reaches a task during its imports stops the loop before its first
+    step (the request is kept, then used up)."""
+    from attnjax import signals, worker
+
+    run_dir = _planned_run(tmp_path, steps=6)
+    signals.request_stop(signal.SIGUSR2)
+    summary = worker.train_run_dir(run_dir.path)
+    assert summary["status"] == "preempted" and "before the first step" in summary["reason"]
+    assert worker.train_run_dir(run_dir.path)["status"] == "done"
 
 
 @pytest.mark.slow
