@@ -12,7 +12,8 @@ XLA_PYTHON_CLIENT_MEM_FRACTION = 0.9 × share, since JAX would otherwise preallo
 GPU in the first one. Tasks import attnjax from this checkout (PYTHONPATH), so the cluster's
 nodes must see it and the sweep dir at the same paths (a shared filesystem). JAX_PLATFORMS and
 the rest of the environment are the cluster's. A run held by a live worker elsewhere is
-reported and left to it. Ctrl-C cancels the tasks (each checkpoints and records `preempted`).
+reported and left to it. Ctrl-C cancels the tasks: Ray interrupts each inside its step, so the
+run records `preempted`, releases its claim and resumes from its last checkpoint next time.
 """
 
 from __future__ import annotations
@@ -123,7 +124,8 @@ class Ray(Executor):
                     log(f"[{done}/{len(refs)} done] {run_dir.name}: {status}"
                         + (f" ({reason})" if reason else ""))
         except KeyboardInterrupt:
-            log(f"ray: cancelling {len(pending)} tasks (each checkpoints and stops)")
+            log(f"ray: cancelling {len(pending)} tasks (their runs resume from their last "
+                "checkpoint when the sweep is run again)")
             for ref in pending:
                 ray.cancel(ref)
             ray.wait(pending, num_returns=len(pending), timeout=60)

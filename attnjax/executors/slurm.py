@@ -44,7 +44,8 @@ SystemExit as `failed`. So while a task trains:
 - A signal that arrives before the loop has started (during imports) is held and the loop
   stops before its first step; one that arrives after the run finished changes nothing.
 If no step boundary comes within `preempt_grace_s`, the loop's watchdog records `preempted`
-(from the last checkpoint), releases the claim and ends the process (attnjax/signals.py).
+(from the last checkpoint), releases the claim and ends the process (attnjax/signals.py);
+that task is not requeued by this module.
 """
 
 from __future__ import annotations
