@@ -82,8 +82,11 @@ EXECUTOR_FLAGS = ("ray_address", "gpus_per_run", "cpus_per_run", "partition", "t
 
 def _executor_choice(args, experiment) -> tuple[str, dict]:
     """(executor name, options) from the flags, over the experiment file's `executor` block
-    ({"name": "slurm", "partition": ..., ...}; flags win)."""
+    ({"name": "slurm", "partition": ..., ...}; flags win; --executor naming another executor
+    sets the block aside, since its options are that executor's)."""
     block = dict(getattr(experiment, "executor", None) or {})
+    if args.executor and block.get("name") not in (None, args.executor):
+        block = {}
     name = args.executor or block.pop("name", None) or (
         "local" if (args.workers or 1) > 1 else "inprocess")
     block.pop("name", None)

@@ -10,6 +10,11 @@ not stopped `grace_s` seconds later, or at once on a second signal, the watchdog
 the process with exit status 128 + signal. A second Ctrl-C also raises KeyboardInterrupt in the
 main thread when it is free to run it.
 Only the main thread can install handlers; elsewhere (e.g. a Ray task thread) it does nothing.
+
+`request_stop(signum)` is the same request made by code: a handler for a signal attnjax does
+not own (submitit's SIGUSR2, see attnjax/executors/slurm.py) asks the running loop to stop
+exactly as a first SIGTERM would; asked before any loop runs, it holds for the next one this
+process starts (`clear_request()` drops it).
 """
 
 from __future__ import annotations
@@ -20,6 +25,27 @@ import threading
 from collections.abc import Callable
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+_active: StopSignals | None = None  # the loop's, while one runs in this process's main thread
+_pending: int | None = None  # a request made while no loop ran
+
+
+def request_stop(signum: int = signal.SIGTERM) -> None:
+    """Stop the running loop at its next step boundary with a checkpoint, as a first SIGTERM
+    would (the grace period and `on_force` apply); with no loop running, the next one stops
+    before its first step. Safe to call from a signal handler."""
+    global _pending
+    active = _active
+    if active is not None and active.active:
+        active.request(signum)
+    else:
+        _pending = signum
+
+
+def clear_request() -> None:
+    """Drops a request that no loop has taken (e.g. its run was already done)."""
+    global _pending
+    _pending = None
 
 
 class StopSignals:
@@ -47,7 +73,20 @@ class StopSignals:
                                           daemon=True)
         self._watchdog.start()
         self.active = True
+        global _active, _pending
+        _active = self
+        if _pending is not None:
+            signum, _pending = _pending, None
+            self.request(signum)
         return self
+
+    def request(self, signum: int) -> None:
+        """A first stop request that did not come through HANDLED (see `request_stop`)."""
+        if self.requested.is_set():
+            return
+        self.requested.set()
+        threading.Thread(target=self._force_after, args=(signum,), daemon=True,
+                         name="attnjax-grace").start()
 
     def _handler(self, signum, frame):  # main thread, whenever it runs Python
         if signum == signal.SIGINT and self.requested.is_set():
@@ -91,6 +130,9 @@ class StopSignals:
         self._done.set()
         if not self.active:
             return
+        global _active
+        if _active is self:
+            _active = None
         signal.set_wakeup_fd(self._old_wakeup)
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
