@@ -243,3 +243,17 @@ def test_padding_at_the_ends_is_invisible(name, causal):
     real = np.flatnonzero(mask[1])
     alone, _ = _apply(module, params, x[:, real], None, causal)
     _close(out[1, real], alone[1])
+
+
+def test_study_line_ups_name_valid_settings():
+    """Settings of the study line-ups are valid for their variants. rwkv6 and mamba come from
+    another branch: checked once they exist here."""
+    from attnjax.studies import lra_variants, zoology_variants
+
+    assert "s4d" in lra_variants(64)
+    line_up = zoology_variants(65)
+    assert list(line_up) == ["softmax", "base_conv", "hyena", "h3", "rwkv6", "based", "mamba"]
+    assert line_up["h3"]["state_dim"] % 2 == 0
+    for name, settings in line_up.items():
+        if name in attention.names():
+            attention.check_options(name, settings)
