@@ -75,6 +75,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.attention_dropout_rate = 0.0  # on attention weights (variants with logits)
     c.model.qk_norm = False  # LayerNorm of q and k per head before the variant
     c.model.logit_soft_cap = 0.0  # > 0: logits -> cap * tanh(logits / cap)
+    # > 0: a depthwise convolution of this width over the sequence on q, k, v after their
+    # projections (on x for mixer-level variants), as Based, Mamba-2 and Hyena use; causal on
+    # causal tasks, centred on bidirectional ones; self mixing only. 0 = off
+    c.model.short_conv = 0
     c.model.positional = "learned"  # one of POSITIONALS
     c.model.cross_attention = "softmax"  # encoder-decoder (seq2seq tasks) cross attention
     c.model.cross_attention_kwargs = ml_collections.ConfigDict()
@@ -293,6 +297,8 @@ def _check_model(model, task_cls) -> None:
                                   or model.qk_norm or model.num_kv_heads):
         raise ConfigError(f"{name!r} is a mixer-level baseline (no q/k/v): rope, alibi, "
                           "t5_bias, qk_norm and num_kv_heads do not apply")
+    if model.short_conv < 0:
+        raise ConfigError(f"model.short_conv must be >= 0 (0 = off), got {model.short_conv}")
     if model.positional == "rope" and (model.d_model // model.num_heads) % 2:
         raise ConfigError("model.positional='rope' needs an even head dimension")
     if task_cls.head == "seq2seq":

@@ -2,6 +2,8 @@
 
     lra_variants(length)  the Long Range Arena line-up of bidirectional efficient attentions,
                           sparse windows and blocks sized to the sequence length
+    zoology_variants(length)  the line-up of Zoology's figure 2 (MQAR recall vs width):
+                          attention and the gated-convolution / recurrent mixers
     task_overrides(task)  the overrides that put one study's runs on another task with that
                           task's own config-file settings and step budget
 """
@@ -30,6 +32,32 @@ def lra_variants(length: int) -> dict[str, dict]:
         "reformer": {},
         "sinkhorn": {"block_size": window},
         "synthesizer_random": {},
+        "s4d": {},  # state-space model, bidirectional kernel pair (as LRA's S4 runs)
+    }
+
+
+def zoology_variants(length: int) -> dict[str, dict]:
+    """{variant: settings} of Zoology's figure 2 (Arora et al. 2023, arXiv:2312.04927; its
+    configs in HazyResearch/zoology, iclr24_zoology_figure2), for sequences of `length`.
+
+    As there: h3 with head_dim 2 and state and shift sizes = the length ("mathematically
+    equivalent to Hyena"), hyena and base_conv with their filters spanning the length (their
+    filter_horizon 0 = the model's max_length), based with Taylor features of dimension 8.
+    Differences: Zoology's "attention" has 1 head and dropout 0.1 and its models no MLP
+    (Block options here: model.num_heads, model.dropout_rate, model.mlp_dim); its based is a
+    hybrid with a BaseConv short convolution before it (nearest here: model.short_conv=3) and no
+    sliding window, but based.py always adds its window softmax, so window_size=1 (each query's
+    own value) is the smallest; its base_conv alternates a short and a long layer, which
+    base_conv composes in each layer; its rwkv is RWKV-4's time mixer (rwkv6 here).
+    """
+    return {
+        "softmax": {},
+        "base_conv": {},
+        "hyena": {},
+        "h3": {"head_dim": 2, "state_dim": length + length % 2, "shift_dim": length},
+        "rwkv6": {},
+        "based": {"feature_dim": 8, "window_size": 1},
+        "mamba": {},
     }
 
 

@@ -22,6 +22,11 @@ from attnjax.attention import CapabilityError
 B, L, D = 2, 13, 8  # batch, length (not a multiple of anything in small_settings), d_model
 MAX_LENGTH = 16  # the Block's max_length, for needs_max_length mixers
 NAMES = [n for n in attention.names() if attention.get(n).capabilities.level == "mixer"]
+# Outputs at positions <= t must be bit-identical when inputs after t change. FFT convolutions
+# are the declared exception: every FFT output is a sum over all frequencies, so future inputs
+# move past outputs by rounding (the tolerance, for these inputs: the future is noise x 10),
+# never by more; tests/test_variants_conv.py checks each against an exactly causal direct sum.
+LEAK_ATOL: dict[str, float] = {"s4d": 2e-6, "h3": 5e-5, "hyena": 5e-5, "base_conv": 1e-5}
 
 
 def _x(seed=0, b=B, length=L, dtype=jnp.float32):
@@ -124,7 +129,12 @@ def test_causal_does_not_leak_the_future(name):
     for t in (0, 4, 5, 9, L - 2):
         future = (jnp.arange(L) > t)[None, :, None]
         moved = _run(module, jnp.where(future, noise, x), mask, causal=True)
-        np.testing.assert_array_equal(moved[:, : t + 1], base[:, : t + 1], err_msg=f"t = {t}")
+        if name in LEAK_ATOL:
+            np.testing.assert_allclose(moved[:, : t + 1], base[:, : t + 1], rtol=0,
+                                       atol=LEAK_ATOL[name], err_msg=f"t = {t}")
+        else:
+            np.testing.assert_array_equal(moved[:, : t + 1], base[:, : t + 1],
+                                          err_msg=f"t = {t}")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -84,6 +84,9 @@ class AttentionBase(nn.Module):
     # Small settings that exercise the variant's structure (windows, blocks, chunks, features)
     # at test sizes (length ~13, head_dim 8); contract tests and tiny runs use them.
     small_settings: ClassVar[dict] = {}
+    # settings selecting the causal token-by-token form that sows "recurrent_state"
+    # (None: no fixed-size recurrence)
+    recurrent_settings: ClassVar[dict | None] = None
 
     # ------------------------------------------------------------------ declared costs
     def flops(self, q_len: int, kv_len: int, head_dim: int) -> float:

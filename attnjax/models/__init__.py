@@ -29,6 +29,7 @@ def block_settings(model_config) -> tuple:
         ("qk_norm", model_config.qk_norm),
         ("logit_soft_cap", model_config.logit_soft_cap),
         ("attention_dropout_rate", model_config.attention_dropout_rate),
+        ("short_conv", model_config.short_conv),
     )
 
 

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from attnjax import attention as attention_lib
+from attnjax.attention import _longconv
 from attnjax.models import positional as pos_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -26,6 +27,10 @@ class MixingSublayer(nn.Module):
 
     `context` (cross attention) gives keys/values from another sequence; `bias` is an additive
     logits bias [1|B, H, Lq, Lk] (ALiBi/T5); `rope` rotates q and k (self-attention only).
+    `short_conv` = w > 0 (self mixing only) convolves q, k and v after their projections, or a
+    mixer-level variant's input x, with w taps per channel (depthwise, no bias) over the
+    sequence: causal (lags 0..w-1) when `causal`, else centred (lags -(w // 2)..w-1-w // 2).
+    Padded positions are zeroed before the convolution, so they reach no real position.
     """
 
     d_model: int
@@ -38,7 +43,15 @@ class MixingSublayer(nn.Module):
     logit_soft_cap: float = 0.0
     attention_dropout_rate: float = 0.0
     max_length: int = 0
+    short_conv: int = 0  # w > 0: depthwise conv of width w on q, k, v (mixers: on x)
     dtype: Any = jnp.float32
+
+    def _short_conv(self, name, x, padding_mask, causal):
+        """x [B, L, ...] -> depthwise conv with `short_conv` taps per channel [w, ...]."""
+        width = self.short_conv
+        taps = self.param(name, nn.initializers.normal(width**-0.5), (width, *x.shape[2:]))
+        x = _longconv.zero_padded(x, padding_mask)
+        return _longconv.short_conv(x, taps.astype(x.dtype), causal=causal)
 
     @nn.compact
     def __call__(self, x, *, context=None, padding_mask=None, causal=False, bias=None,
@@ -49,7 +62,11 @@ class MixingSublayer(nn.Module):
         block_options = dict(logit_soft_cap=self.logit_soft_cap, max_length=self.max_length,
                              attention_dropout_rate=self.attention_dropout_rate)
         variant = cls(**settings, **block_options, name="attention")
+        if self.short_conv < 0 or (self.short_conv and context is not None):
+            raise ValueError(f"short_conv={self.short_conv}: a width >= 0, for self mixing only")
         if cls.capabilities.level == "mixer":
+            if self.short_conv:
+                x = self._short_conv("input_conv", x, padding_mask, causal)  # [B, L, D]
             return variant(x, mask=padding_mask, causal=causal, deterministic=deterministic)
         head_dim = self.d_model // self.num_heads
         kv_heads = self.num_kv_heads or self.num_heads
@@ -59,6 +76,9 @@ class MixingSublayer(nn.Module):
         q = proj(self.num_heads, "query")(x)  # [B, Lq, H, Dh]
         k = proj(kv_heads, "key")(source)  # [B, Lk, Hkv, Dh]
         v = proj(kv_heads, "value")(source)  # [B, Lk, Hkv, Dh]
+        if self.short_conv:  # self mixing: q, k, v share the sequence and its padding mask
+            q, k, v = (self._short_conv(f"{name}_conv", z, padding_mask, causal)
+                       for name, z in (("query", q), ("key", k), ("value", v)))
         if self.qk_norm:  # Henry et al. 2020 / Dehghani et al. 2023: normalise per head
             q = nn.LayerNorm(use_bias=False, dtype=self.dtype, name="query_norm")(q)
             k = nn.LayerNorm(use_bias=False, dtype=self.dtype, name="key_norm")(k)
@@ -86,6 +106,7 @@ class Block(nn.Module):
     attention_dropout_rate: float = 0.0
     dropout_rate: float = 0.0
     max_length: int = 0
+    short_conv: int = 0  # the self-mixing sublayer's short convolution (MixingSublayer)
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -99,7 +120,7 @@ class Block(nn.Module):
                       attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype)
         h = nn.LayerNorm(dtype=self.dtype, name="attention_norm")(x)
         h = MixingSublayer(attention=self.attention, attention_kwargs=self.attention_kwargs,
-                           rope=self.rope, **shared, name="mixing")(
+                           rope=self.rope, short_conv=self.short_conv, **shared, name="mixing")(
             h, padding_mask=padding_mask, causal=causal, bias=bias, deterministic=deterministic)
         x = x + drop(h)  # [B, L, D]
         if self.cross_attention is not None:
