@@ -76,6 +76,23 @@ def cmd_run(args, overrides: list[str]) -> int:
     return 0 if summary.get("status") == "done" else 1
 
 
+PACK_HELP = ("train up to K runs that differ only in seed / learning rate / weight decay / "
+             "warmup as one compiled program (K or 'auto': as many as fit in memory)")
+
+
+def _pack_size(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--pack takes a number or 'auto', not {text!r}"
+                                         ) from None
+    if k < 1:
+        raise argparse.ArgumentTypeError(f"--pack must be >= 1, got {k}")
+    return k
+
+
 EXECUTOR_FLAGS = ("ray_address", "gpus_per_run", "cpus_per_run", "partition", "time_min",
                   "array_parallelism", "cluster")
 
@@ -96,6 +113,8 @@ def _executor_choice(args, experiment) -> tuple[str, dict]:
         options["workers"] = args.workers
     if args.retry_failed:
         options["retry_failed"] = True
+    if args.pack is not None:
+        options["pack"] = args.pack
     if name == "inprocess" and args.workers not in (None, 1):
         raise ConfigError("--workers N needs the local executor (drop --executor inprocess)")
     return name, options
@@ -133,7 +152,8 @@ def cmd_work(args, extra: list[str]) -> int:
     from attnjax.worker import work
 
     sweep_runs(args.sweep_dir)  # a clear error for a missing directory
-    results = work(args.sweep_dir, worker=args.worker_id, retry_failed=args.retry_failed)
+    results = work(args.sweep_dir, worker=args.worker_id, retry_failed=args.retry_failed,
+                   pack=args.pack or 1)
     print(f"trained {len(results)} runs; nothing left to claim in {args.sweep_dir}"
           if not any(s.get("status") == "preempted" for _, s in results)
           else "preempted: run the same command to resume")
@@ -191,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executor", help="inprocess | local | ray | slurm (default: inprocess, "
                    "local with --workers N)")
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
+    p.add_argument("--pack", type=_pack_size, help=PACK_HELP)
     g = p.add_argument_group("ray / slurm")
     g.add_argument("--ray-address", help="a running Ray cluster (default: start a local one)")
     g.add_argument("--gpus-per-run", type=float, help="GPUs per run (Ray task / SLURM task)")
@@ -204,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker-id", help="names this worker in claims (default host:pid, or the "
                    "SLURM task)")
     p.add_argument("--retry-failed", action="store_true", help="train failed runs again")
+    p.add_argument("--pack", type=_pack_size, help=PACK_HELP)
     p = sub.add_parser("status", help="status of every run of a sweep dir")
     p.add_argument("sweep_dir")
     p.add_argument("--format", choices=("table", "json"), default="table")

@@ -33,7 +33,8 @@ _PLUGIN_KEYS = ("task", "model.attention_kwargs", "model.cross_attention_kwargs"
 def defaults() -> ml_collections.ConfigDict:
     """Every framework key with its default. Config files start from this."""
     c = ml_collections.ConfigDict()
-    c.seed = 0
+    c.seed = 0  # initialisation and dropout
+    c.data_seed = -1  # the train data stream; -1 = seed (resolved so). Fix it to vary init only
     c.num_train_steps = 1000
     c.batch_size = 64  # global: split evenly over the local devices
     c.learning_rate = 1e-3  # peak, after linear warmup; cosine decay to 0 by num_train_steps
@@ -224,6 +225,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     task_obj = tasks.create(task_name, **task)  # validates keys and values (__post_init__)
     merged.task = ml_collections.ConfigDict({"name": task_name, **task_settings})
     merged.eval_lengths = _check_eval_lengths(merged.eval_lengths, task_obj, task_name)
+    if merged.data_seed < 0:
+        merged.data_seed = merged.seed
 
     model = merged.model
     for key in ("attention", "cross_attention"):
@@ -313,3 +316,12 @@ def _check_model(model, task_cls) -> None:
 
 def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def normalize_json(stored: dict) -> dict:
+    """A stored config.json resolved by today's code (keys added since filled with their
+    defaults), as JSON data; unchanged when it no longer resolves."""
+    try:
+        return json.loads(to_json(resolve(ml_collections.ConfigDict(stored))))
+    except (ConfigError, TypeError, ValueError, KeyError, AttributeError):
+        return stored

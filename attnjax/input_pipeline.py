@@ -69,6 +69,23 @@ class DataSource:
         return state
 
 
+@dataclasses.dataclass(frozen=True)
+class PackSource:
+    """The train streams of a pack of runs, batch `index` of each stacked on axis 1:
+    {key: [B / num_hosts, K, ...]}, so that `put` splits rows over devices as for one run and
+    the step vmaps over axis 1. Each run keeps its own stream (its data_seed)."""
+
+    members: tuple[DataSource, ...]
+
+    @property
+    def split(self) -> str:
+        return self.members[0].split
+
+    def host_batch(self, index: int) -> dict[str, np.ndarray]:
+        batches = [m.host_batch(index) for m in self.members]
+        return {k: np.stack([b[k] for b in batches], axis=1) for k in batches[0]}
+
+
 def _host_batches(source, start: int, stop: int, workers: int) -> Iterator[tuple[int, Any]]:
     """(index, host batch) in order; with `workers` > 0 made by that many processes."""
     if not workers:
@@ -97,7 +114,7 @@ class Prefetcher:
     batches ahead in a daemon thread (batches made by `workers` processes when > 0). An
     exception in the thread is raised in the consumer."""
 
-    def __init__(self, source: DataSource, start: int, stop: int,
+    def __init__(self, source: DataSource | PackSource, start: int, stop: int,
                  put: Callable[[dict[str, np.ndarray]], Any] = lambda b: b, depth: int = 2,
                  workers: int = 0):
         if depth < 1:

@@ -155,10 +155,15 @@ class RunDir:
     def read_config(self) -> dict | None:
         return read_json(self.file(CONFIG))
 
-    def write_config(self, config_json: str) -> None:
-        """Writes config.json, or checks that the one there is the same config."""
+    def write_config(self, config_json: str,
+                     normalize: Callable[[dict], dict] | None = None) -> None:
+        """Writes config.json, or checks that the one there is the same config. `normalize`
+        maps the stored config to today's form first (e.g. resolving it again fills keys
+        added to attnjax since it was written with their defaults)."""
         previous = self.read_config()
         if previous is not None:
+            if normalize is not None:
+                previous = normalize(previous)
             if not _same_run(previous, json.loads(config_json)):
                 raise RunDirError(f"{self.path} holds a run with a different config; choose "
                                   "another --workdir (or delete it to start over)")

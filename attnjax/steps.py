@@ -1,11 +1,16 @@
 """Pure step functions: the train state, its initialisation, the optimizer, the train and eval
 steps, compiled and cached. No I/O, no clock: the loop (attnjax/train.py) owns time.
 
-`train_step(state, batch, hparams, rng)` takes the learning rate and weight decay as traced
-`hparams`, so a learning-rate or seed sweep reuses one compiled program (and a pack of runs can
-be the same step under `vmap`). Data parallelism is `jax.pmap` over the devices: the global batch
-is split across them and gradients are summed with `psum` of per-device (loss sum / global
-weight), which is exactly the single-device gradient.
+`train_step(state, batch, hparams, rng)` takes every hyper-parameter a sweep varies as traced
+`hparams` (TRACED: learning rate, weight decay, warmup; seeds arrive as the rng and the data),
+so runs that differ only in those share one compiled program. A *pack* of K such runs is that
+step under `vmap` over a leading replica axis: K runs for about the price of one on an
+accelerator, each replica with its own initialisation, data stream, dropout rng and schedule,
+and numbers equal to the same run trained alone. A replica whose loss goes non-finite keeps its
+previous state (masked) and the others go on untouched.
+Data parallelism is `jax.pmap` over the devices, the replica axis `vmap`ped inside the
+per-device step: the global batch is split across devices and gradients are summed with `psum`
+of per-device (loss sum / global weight), which is exactly the single-device gradient.
 """
 
 from __future__ import annotations
@@ -32,11 +37,19 @@ class TrainState:
     opt_state: Any
 
 
-def lr_multiplier(step, *, num_train_steps: int, warmup_steps: int):
-    """Linear warmup to 1 over `warmup_steps`, then cosine decay to 0 at `num_train_steps`."""
+# Config keys a pack's runs may differ in (traced values, or the data they see); everything else
+# must be equal for runs to share a compiled program. Declared once: sweeps group by it.
+TRACED = ("seed", "data_seed", "learning_rate", "weight_decay", "warmup_steps")
+
+
+def lr_multiplier(step, *, num_train_steps: int, warmup_steps):
+    """Linear warmup to 1 over `warmup_steps` (traced or static), then cosine decay to 0 at
+    `num_train_steps`."""
     step = jnp.asarray(step, jnp.float32)
-    warm = jnp.minimum(1.0, (step + 1.0) / max(warmup_steps, 1))
-    progress = jnp.clip((step - warmup_steps) / max(num_train_steps - warmup_steps, 1), 0.0, 1.0)
+    warmup_steps = jnp.asarray(warmup_steps, jnp.float32)
+    warm = jnp.minimum(1.0, (step + 1.0) / jnp.maximum(warmup_steps, 1.0))
+    span = jnp.maximum(num_train_steps - warmup_steps, 1.0)
+    progress = jnp.clip((step - warmup_steps) / span, 0.0, 1.0)
     cosine = 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
     return jnp.where(step < warmup_steps, warm, cosine)
 
@@ -48,12 +61,35 @@ def make_optimizer(config) -> optax.GradientTransformation:
     return optax.chain(*parts)
 
 
-def hparams_from(config) -> dict[str, jax.Array]:
-    """The traced hyper-parameters of a run."""
+def hparams_from(config) -> dict[str, np.ndarray]:
+    """The traced hyper-parameters of a run (host values)."""
     return {
-        "learning_rate": jnp.float32(config.learning_rate),
-        "weight_decay": jnp.float32(config.weight_decay),
+        "learning_rate": np.float32(config.learning_rate),
+        "weight_decay": np.float32(config.weight_decay),
+        "warmup_steps": np.float32(config.warmup_steps),
     }
+
+
+def pack_hparams(configs) -> dict[str, np.ndarray]:
+    """[K] arrays of each traced hyper-parameter of a pack's runs."""
+    each = [hparams_from(c) for c in configs]
+    return {k: np.stack([h[k] for h in each]) for k in each[0]}
+
+
+def pack_rngs(configs) -> jax.Array:
+    """[K] dropout keys, one per run (from its seed, as a lone run has it)."""
+    return jnp.stack([jax.random.PRNGKey(c.seed) for c in configs])
+
+
+def static_signature(config_dict: dict) -> str:
+    """The config with TRACED (and operational) keys removed, as JSON: runs with the same
+    signature can be one pack."""
+    import json
+
+    from attnjax.rundir import OPERATIONAL_KEYS
+
+    drop = set(TRACED) | set(OPERATIONAL_KEYS)
+    return json.dumps({k: v for k, v in config_dict.items() if k not in drop}, sort_keys=True)
 
 
 def model_inputs(batch):
@@ -66,7 +102,8 @@ def _global_norm(tree):
 
 
 def train_step(state, batch, hparams, rng, *, model, task, tx, schedule, axis_name=AXIS):
-    """One AdamW step on a per-device shard; metrics are summed over devices."""
+    """One AdamW step of one run on a per-device shard; metrics are summed over devices. A
+    non-finite loss or gradient leaves the state as it was (the loop fails the run there)."""
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(axis_name))
 
     def loss_fn(params):
@@ -81,7 +118,7 @@ def train_step(state, batch, hparams, rng, *, model, task, tx, schedule, axis_na
     grads = jax.lax.psum(grads, axis_name)
     metrics = jax.lax.psum(metrics, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    lr = hparams["learning_rate"] * schedule(state.step)
+    lr = hparams["learning_rate"] * schedule(state.step, warmup_steps=hparams["warmup_steps"])
     wd = hparams["weight_decay"]
     # decoupled weight decay on matrices only (not biases, norm scales)
     updates = jax.tree.map(
@@ -89,8 +126,13 @@ def train_step(state, batch, hparams, rng, *, model, task, tx, schedule, axis_na
     )
     params = optax.apply_updates(state.params, updates)
     one = jnp.float32(1.0)
-    metrics = {**metrics, "learning_rate": (lr, one), "grad_norm": (_global_norm(grads), one)}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    grad_norm = _global_norm(grads)
+    metrics = {**metrics, "learning_rate": (lr, one), "grad_norm": (grad_norm, one)}
+    new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    loss = metrics["loss"][0] / jnp.maximum(metrics["loss"][1], 1e-12)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda n, o: jnp.where(finite, n, o)  # a failed replica stops updating
+    return jax.tree.map(keep, new, state), metrics
 
 
 def eval_step(params, batch, *, model, task, axis_name=AXIS):
@@ -100,26 +142,28 @@ def eval_step(params, batch, *, model, task, axis_name=AXIS):
 
 
 @functools.lru_cache(maxsize=32)
-def compiled_train(model, task, opt_settings: tuple, num_train_steps: int, warmup_steps: int,
-                   devices):
-    """pmapped steps, cached on everything static so same-shaped runs (seeds, lrs) share them."""
+def compiled_train(model, task, opt_settings: tuple, num_train_steps: int, devices):
+    """The pack train step, cached on everything static, so runs and packs of any size that
+    differ only in traced values share it (jit compiles once per pack size K).
+
+    p_train(state [D, K, ...], batch [D, B/D, K, ...], hparams {k: [K]}, rngs [K]) ->
+    (state, metrics {name: ([D, K], [D, K])}); D = devices (pmap), K = replicas (vmap).
+    """
     tx = make_optimizer(ml_collections.ConfigDict(dict(opt_settings)))
-    schedule = functools.partial(
-        lr_multiplier, num_train_steps=num_train_steps, warmup_steps=warmup_steps
-    )
-    p_train = jax.pmap(
-        functools.partial(train_step, model=model, task=task, tx=tx, schedule=schedule),
-        axis_name=AXIS, in_axes=(0, 0, None, None), devices=devices, donate_argnums=(0,),
-    )
+    schedule = functools.partial(lr_multiplier, num_train_steps=num_train_steps)
+    one_run = functools.partial(train_step, model=model, task=task, tx=tx, schedule=schedule)
+    pack = jax.vmap(one_run, in_axes=(0, 1, 0, 0))
+    p_train = jax.pmap(pack, axis_name=AXIS, in_axes=(0, 0, None, None), devices=devices,
+                       donate_argnums=(0,))
     return tx, p_train
 
 
 @functools.lru_cache(maxsize=32)
 def compiled_eval(model, task, devices):
-    """The pmapped eval step of `task` (one per evaluation length)."""
-    return jax.pmap(
-        functools.partial(eval_step, model=model, task=task), axis_name=AXIS, devices=devices
-    )
+    """The pack eval step of `task` (one per evaluation length): params [D, K, ...] and one
+    shared batch [D, B/D, ...] -> metrics [D, K] (every run is scored on the same examples)."""
+    pack = jax.vmap(functools.partial(eval_step, model=model, task=task), in_axes=(0, None))
+    return jax.pmap(pack, axis_name=AXIS, devices=devices)
 
 
 def eval_tasks(task, config) -> dict[tuple[str, ...], Any]:
@@ -162,17 +206,34 @@ def setup(config) -> tuple:
     opt_settings = tuple(sorted(
         (k, config[k]) for k in ("grad_clip_norm", "adam_b1", "adam_b2", "adam_eps")
     ))
-    tx, p_train = compiled_train(
-        model, task, opt_settings, config.num_train_steps, config.warmup_steps, devices
-    )
+    tx, p_train = compiled_train(model, task, opt_settings, config.num_train_steps, devices)
     return task, scored, model, devices, tx, p_train
 
 
+@functools.lru_cache(maxsize=32)
+def _init_fn(model, tx):
+    def init(key, batch):
+        params = model.init(key, batch["inputs"], **model_inputs(batch))["params"]
+        return TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
+
+    return jax.jit(init)
+
+
 def init_state(config, model, tx, batch) -> TrainState:
-    """The step-0 train state (parameters from config.seed) on the host."""
-    params = model.init(jax.random.PRNGKey(config.seed), batch["inputs"],
-                        **model_inputs(batch))["params"]
-    return TrainState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
+    """The step-0 train state of one run (parameters from config.seed). Initialised from one
+    example of `batch`: the parameters never depend on the batch size."""
+    one = jax.tree.map(lambda x: x[:1], batch)
+    return _init_fn(model, tx)(jax.random.PRNGKey(config.seed), one)
+
+
+def stack(trees):
+    """K pytrees -> one with a leading replica axis [K, ...] (host numpy)."""
+    return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+
+def member(tree, i: int):
+    """Replica i of a stacked pytree [K, ...]."""
+    return jax.tree.map(lambda x: x[i], tree)
 
 
 def count_params(params) -> int:

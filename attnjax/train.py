@@ -1,7 +1,12 @@
-"""The single train loop: `train_and_evaluate(config, workdir)`. Tasks differ by data only.
+"""The single train loop: one run, or a pack of runs trained as one compiled program.
 
-The loop owns time: cadence, evaluation, checkpoints, signals, logging and the run dir's status.
-The maths is in attnjax/steps.py (pure, no I/O). A run:
+    train_and_evaluate(config, workdir)            one run (a pack of one)
+    train_pack([config, ...], [workdir, ...])     K runs that differ only in traced values
+
+The loop owns time: cadence, evaluation, checkpoints, signals, logging and each run dir's
+status. The maths is in attnjax/steps.py (pure, no I/O); a pack is the same step under `vmap`,
+so a packed run's run dir is exactly a lone run's (plus `pack` in summary.json naming its
+pack-mates). For each run the loop:
   1. claims its run dir (attnjax/claim.py; a live holder is a ClaimHeld error naming it) and
      keeps the claim fresh while it trains;
   2. resumes from the newest checkpoint that restores (a damaged one is skipped with a warning;
@@ -9,19 +14,21 @@ The maths is in attnjax/steps.py (pure, no I/O). A run:
      over its own history);
   3. trains, evaluates every `eval_every_steps`, checkpoints every `checkpoint_every_steps`,
      and at the end scores the validation and the held-out test split once;
-  4. always leaves summary.json telling the truth: done, failed (non-finite loss, an error,
-     disk full) or preempted (SIGTERM / Ctrl-C at a step boundary, or after the grace period
-     when a step never returns), and releases the claim.
+  4. always leaves summary.json telling the truth: done, failed (non-finite loss — that run
+     only: its pack-mates go on —, an error, disk full) or preempted (SIGTERM / Ctrl-C at a
+     step boundary, or after the grace period when a step never returns), and releases the
+     claim.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,25 +40,35 @@ from tqdm import tqdm
 from attnjax import config as config_lib
 from attnjax import provenance
 from attnjax.claim import Claim
-from attnjax.input_pipeline import DataSource, Prefetcher
+from attnjax.input_pipeline import DataSource, PackSource, Prefetcher
 from attnjax.metric_writers import MetricWriter
 from attnjax.models.budget import budget
 from attnjax.parallel import replicate, shard, unreplicate
 from attnjax.rundir import RunDir, RunDirError
 from attnjax.signals import StopSignals
-from attnjax.steps import compiled_eval, count_params, hparams_from, init_state, setup
+from attnjax.steps import (
+    compiled_eval,
+    count_params,
+    init_state,
+    member,
+    pack_hparams,
+    pack_rngs,
+    setup,
+    stack,
+    static_signature,
+)
 from attnjax.tasks.base import finalize
 
 NOT_METRICS = ("wall_time_s", "step")
 PLANNED_FIELDS = ("overrides", "planned_at")  # kept from the plan's summary
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
 class ClaimLost(RuntimeError):
-    """Another worker took this run over (this one stalled past the claim timeout)."""
+    """Another worker took a run over (this one stalled past the claim timeout)."""
+
+
+class PackSplit(RuntimeError):
+    """A pack's runs resume from different steps; they are trained one by one instead."""
 
 
 def memory_info(devices, compiled=None) -> dict[str, Any]:
@@ -114,182 +131,274 @@ def train_and_evaluate(
     holds (a worker), kept after return. Returns the final summary (also written to
     summary.json). Raises ClaimHeld when a live worker trains this run dir.
     """
-    config = config_lib.resolve(config)
-    run_dir = workdir if isinstance(workdir, RunDir) else RunDir(workdir)
+    return train_pack([config], [workdir], step_callback=step_callback, worker=worker,
+                      claims=None if claim is None else [claim])[0]
+
+
+def train_pack(
+    configs: Sequence[ml_collections.ConfigDict],
+    workdirs: Sequence[str | Path | RunDir],
+    *,
+    step_callback: Callable[[int], bool] | None = None,
+    worker: str | None = None,
+    claims: Sequence[Claim] | None = None,
+) -> list[dict[str, Any]]:
+    """Trains K runs that differ only in traced values (steps.TRACED) as one program; returns
+    their summaries in order. Runs already done are left as they are; runs that resume from
+    different steps are trained one after another instead (PackSplit)."""
+    configs = [config_lib.resolve(c) for c in configs]
+    run_dirs = [w if isinstance(w, RunDir) else RunDir(w) for w in workdirs]
+    signatures = {static_signature(c.to_dict()) for c in configs}
+    if len(signatures) > 1:
+        raise ValueError("a pack's runs must differ only in traced values "
+                         "(attnjax.steps.TRACED)")
     is_main = jax.process_index() == 0
-    config_json = config_lib.to_json(config)
-    if is_main and run_dir.read_config() is not None:
-        run_dir.write_config(config_json)  # only checks: a different config is refused
-    task, scored, model, devices, tx, p_train = setup(config)
-    own_claim = claim is None and is_main
-    if own_claim:
-        claim = run_dir.claim(config.claim_timeout_s, worker)
+    jsons = [config_lib.to_json(c) for c in configs]
+    if is_main:  # only checks here: a different config is refused before anything else
+        for run_dir, text in zip(run_dirs, jsons, strict=True):
+            if run_dir.read_config() is not None:
+                run_dir.write_config(text, normalize=config_lib.normalize_json)
+    setup_ = setup(configs[0])
+    owned: list[Claim] = []
     try:
-        summary = run_dir.read_summary()
-        if summary.get("status") == "done":
-            return summary
-        if is_main:
-            run_dir.write_config(config_json)
-        return _Loop(config, run_dir, claim, summary, task, scored, model, devices, tx,
-                     p_train, step_callback).run()
+        if claims is None and is_main:
+            for config, run_dir in zip(configs, run_dirs, strict=True):
+                owned.append(run_dir.claim(config.claim_timeout_s, worker))
+        held = list(claims) if claims is not None else (owned or [None] * len(configs))
+        previous = [r.read_summary() for r in run_dirs]
+        todo = [i for i, p in enumerate(previous) if p.get("status") != "done"]
+        results = {i: previous[i] for i in range(len(configs)) if i not in todo}
+        if todo:
+            if is_main:
+                for i in todo:
+                    run_dirs[i].write_config(jsons[i], normalize=config_lib.normalize_json)
+            members = [_Member(configs[i], run_dirs[i], held[i], previous[i]) for i in todo]
+            try:
+                out = _Loop(members, setup_, step_callback).run()
+            except PackSplit:
+                out = [train_pack([m.config], [m.run_dir], step_callback=step_callback,
+                                  claims=[m.claim] if m.claim else None)[0] for m in members]
+            results.update(zip(todo, out, strict=True))
+        return [results[i] for i in range(len(configs))]
     finally:
-        if own_claim:
-            claim.release()
+        for c in owned:
+            c.release()
+
+
+@dataclasses.dataclass(eq=False)
+class _Member:
+    """One run of a pack: its run dir, claim, stream, checkpoints, metrics and summary."""
+
+    config: ml_collections.ConfigDict
+    run_dir: RunDir
+    claim: Claim | None
+    previous: dict[str, Any]
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
+    alive: bool = True  # still training (not failed, claim not lost)
+    wall_offset: float = 0.0
+    final_at_start: frozenset = frozenset()
+
+    @property
+    def lost(self) -> bool:
+        return self.claim is not None and self.claim.lost.is_set()
 
 
 class _Loop:
-    """One run from its start (or resume) to a final status; see the module docstring."""
+    """K runs (K >= 1) from their start (or resume) to a final status each."""
 
-    def __init__(self, config, run_dir, claim, previous, task, scored, model, devices, tx,
-                 p_train, step_callback):
-        self.config, self.run_dir, self.claim = config, run_dir, claim
-        self.task, self.scored, self.model, self.devices = task, scored, model, devices
-        self.tx, self.p_train, self.step_callback = tx, p_train, step_callback
-        self.previous = previous
+    def __init__(self, members: list[_Member], setup_: tuple, step_callback):
+        self.members = members
+        self.config = members[0].config  # the static part every member shares
+        (self.task, self.scored, self.model, self.devices, self.tx,
+         self.p_train) = setup_
+        self.step_callback = step_callback
         self.is_main = jax.process_index() == 0
         self.lock = threading.Lock()
         self.saved_step = 0
-        self.wall_offset = 0.0
         self.pending: list[Any] = []
         self.timing = {"t": None, "step": 0, "measured_steps": 0, "measured_time": 0.0}
+        self.t_start: float | None = None
+        for m in members:
+            m.summary = {**m.previous, "status": m.previous.get("status") or "running"}
 
     # ------------------------------------------------------------------ status
-    def write_summary(self) -> None:
-        if self.is_main and not (self.claim is not None and self.claim.lost.is_set()):
+    def write_summary(self, m: _Member) -> None:
+        if self.is_main and not m.lost:
             with self.lock:
-                self.run_dir.write_summary({**self.summary, "updated_at": provenance.now()})
+                m.run_dir.write_summary({**m.summary, "updated_at": provenance.now()})
 
     def force_stop(self, reason: str) -> None:
         """Called from the signal watchdog when the loop cannot reach a step boundary."""
-        self.summary.update(status="preempted", step=self.saved_step,
-                            reason=f"{reason}; resumes from step {self.saved_step}")
-        with contextlib.suppress(Exception):
-            self.write_summary()
-        if self.claim is not None:
-            self.claim.release()
+        for m in self.members:
+            if m.summary.get("status") in ("running", "pending", None):
+                m.summary.update(status="preempted", step=self.saved_step,
+                                 reason=f"{reason}; resumes from step {self.saved_step}")
+            with contextlib.suppress(Exception):
+                self.write_summary(m)
+            if m.claim is not None:
+                m.claim.release()
 
     # ------------------------------------------------------------------ the run
-    def run(self) -> dict[str, Any]:
+    def run(self) -> list[dict[str, Any]]:
         stop = StopSignals(self.force_stop, grace_s=self.config.preempt_grace_s)
-        self.summary = {**self.previous, "status": self.previous.get("status") or "running"}
         with stop:
             try:
                 try:
                     self._start()
+                except PackSplit:
+                    raise
                 except BaseException as e:
-                    self.summary.update(status="failed", reason=f"{type(e).__name__}: {e}")
+                    for m in self.members:
+                        m.summary.update(status="failed", reason=f"{type(e).__name__}: {e}")
                     raise
                 if stop.requested.is_set():  # a SIGTERM during start-up
-                    self.summary.update(status="preempted", reason="stopped before the first "
-                                        f"step; resumes from step {self.saved_step}")
+                    for m in self.members:
+                        m.summary.update(status="preempted", reason="stopped before the first "
+                                         f"step; resumes from step {self.saved_step}")
                 else:
                     self._train(stop)
+            except PackSplit:
+                self._close_quietly()
+                raise
             finally:
-                self._close()
-        if self.claim is not None and self.claim.lost.is_set():
-            raise ClaimLost(f"{self.run_dir.path} was taken over by another worker; this one "
-                            "wrote nothing after that")
-        return self.summary
+                if not getattr(self, "_closed", False):
+                    self._close()
+        lost = [m.run_dir.name for m in self.members if m.lost]
+        if lost:
+            raise ClaimLost(f"{', '.join(lost)} taken over by another worker; this one wrote "
+                            "nothing after that")
+        return [m.summary for m in self.members]
 
     def _start(self) -> None:
-        config, run_dir = self.config, self.run_dir
-        if self.claim is not None:
-            self.claim.start_heartbeat(max(0.2, min(30.0, config.claim_timeout_s / 4)))
-        self.train_data = DataSource(self.task, "train", config.batch_size, config.seed)
-        init_batch = self.train_data.host_batch(0)
-        state = init_state(config, self.model, self.tx, init_batch)
-        self.checkpointer = run_dir.checkpointer(keep=config.keep_checkpoints)
-        start_step = 0
-        restored = self.checkpointer.restore_latest(state)
-        if restored is not None:
-            start_step, state, data_state = restored
-            expected = self.train_data.state(start_step)
-            if data_state.get("legacy"):  # an older checkpoint: its position is its step
-                expected = {"next_index": start_step}
-            if {k: data_state.get(k) for k in expected} != expected:
-                raise RunDirError(f"{run_dir.path}: the checkpoint at step {start_step} holds "
-                                  f"data position {data_state}, expected {expected}")
-        elif self.previous.get("checkpoint_step"):
-            raise RunDirError(
-                f"{run_dir.path}: summary.json says a checkpoint was saved at step "
-                f"{self.previous['checkpoint_step']}, but none restores from "
-                f"{run_dir.checkpoints}; refusing to retrain over its history (delete the run "
-                "dir to start over)")
-        self.saved_step = start_step
-        kept = run_dir.truncate_metrics(start_step) if self.is_main else []
-        self.wall_offset = max([float(r.get("wall_time_s", 0.0)) for r in kept] + [0.0])
-        self.final_at_start = {k for r in kept if r.get("step") == config.num_train_steps
-                               for k in r}
-        self.state = state
-        self.start_step = self.step = start_step
+        config, members = self.config, self.members
+        for m in members:
+            if m.claim is not None:
+                m.claim.start_heartbeat(max(0.2, min(30.0, config.claim_timeout_s / 4)))
+            m.data = DataSource(self.task, "train", config.batch_size, m.config.data_seed)
+        init_batch = members[0].data.host_batch(0)
+        states, starts = [], []
+        for m in members:
+            state = init_state(m.config, self.model, self.tx, init_batch)
+            m.checkpointer = m.run_dir.checkpointer(keep=config.keep_checkpoints)
+            start, state = self._restore(m, state)
+            states.append(state)
+            starts.append(start)
+        if len(set(starts)) > 1:
+            raise PackSplit(f"pack members resume from steps {starts}")
+        start_step = starts[0]
+        self.saved_step = self.start_step = self.step = start_step
         self.timing["step"] = start_step
-        self.summary = {
-            **{k: self.previous[k] for k in PLANNED_FIELDS if k in self.previous},
+        self.states = states
+        names = [m.run_dir.name for m in members]
+        common = {
             "status": "running", "reason": None, "step": start_step,
-            "checkpoint_step": start_step or None,
-            "num_train_steps": config.num_train_steps, "num_params": count_params(state.params),
+            "checkpoint_step": start_step or None, "num_train_steps": config.num_train_steps,
+            "num_params": count_params(states[0].params),
             "attention": config.model.attention, "task": config.task.name,
             **budget(config.model, self.task, _scored_positions(init_batch)),
-            "started_at": self.previous.get("started_at") or provenance.now(),
             "versions": provenance.versions(), "device": provenance.device_info(len(self.devices)),
-            "git_revision": provenance.git_revision(), "final_metrics": _fold(kept),
-            "worker": self.claim.worker if self.claim else None,
+            "git_revision": provenance.git_revision(),
         }
-        self.write_summary()
+        for m in members:
+            kept = m.run_dir.truncate_metrics(start_step) if self.is_main else []
+            m.wall_offset = max([float(r.get("wall_time_s", 0.0)) for r in kept] + [0.0])
+            m.final_at_start = frozenset(k for r in kept if r.get("step") ==
+                                         config.num_train_steps for k in r)
+            m.summary = {
+                **{k: m.previous[k] for k in PLANNED_FIELDS if k in m.previous}, **common,
+                "started_at": m.previous.get("started_at") or provenance.now(),
+                "final_metrics": _fold(kept), "worker": m.claim.worker if m.claim else None,
+            }
+            if len(members) > 1:
+                m.summary["pack"] = [n for n in names if n != m.run_dir.name]
+            self.write_summary(m)
 
-    def wall(self) -> float:
-        return self.wall_offset + time.time() - self.t_start
+    def _restore(self, m: _Member, state) -> tuple[int, Any]:
+        restored = m.checkpointer.restore_latest(state)
+        if restored is None:
+            if m.previous.get("checkpoint_step"):
+                raise RunDirError(
+                    f"{m.run_dir.path}: summary.json says a checkpoint was saved at step "
+                    f"{m.previous['checkpoint_step']}, but none restores from "
+                    f"{m.run_dir.checkpoints}; refusing to retrain over its history (delete the "
+                    "run dir to start over)")
+            return 0, state
+        step, state, data_state = restored
+        expected = m.data.state(step)
+        if data_state.get("legacy"):  # an older checkpoint: its position is its step
+            expected = {"next_index": step}
+        if {k: data_state.get(k) for k in expected} != expected:
+            raise RunDirError(f"{m.run_dir.path}: the checkpoint at step {step} holds data "
+                              f"position {data_state}, expected {expected}")
+        return step, state
+
+    def wall(self, m: _Member) -> float:
+        return m.wall_offset + (time.time() - self.t_start if self.t_start else 0.0)
 
     def _train(self, stop: StopSignals) -> None:
-        config, devices = self.config, self.devices
-        self.writer = MetricWriter(self.run_dir, enabled=self.is_main)
+        config, devices, members = self.config, self.devices, self.members
+        for m in members:
+            m.writer = MetricWriter(m.run_dir, enabled=self.is_main)
         self.eval_sets = self.scored_sets("eval", config.num_eval_batches)
-        hparams, base_rng = hparams_from(config), jax.random.PRNGKey(config.seed)
+        hparams = pack_hparams([m.config for m in members])
+        rngs = pack_rngs([m.config for m in members])
         self.t_start = time.time()
+        name = members[0].run_dir.name + (f" (+{len(members) - 1})" if len(members) > 1 else "")
         self.bar = tqdm(total=config.num_train_steps, initial=self.start_step, disable=not (
-            self.is_main and config.progress_bar), desc=self.run_dir.name, unit="step",
-            dynamic_ncols=True, leave=True)
-        self.state = replicate(self.state, devices)
-        self.batches = Prefetcher(self.train_data, self.start_step, config.num_train_steps,
-                                  put=lambda b: shard(b, devices), depth=config.prefetch_batches,
-                                  workers=config.data_workers)
-        summary = self.summary
+            self.is_main and config.progress_bar), desc=name, unit="step", dynamic_ncols=True,
+            leave=True)
+        self.state = replicate(stack(self.states), devices)  # [D, K, ...]
+        del self.states
+        self.batches = Prefetcher(PackSource(tuple(m.data for m in members)), self.start_step,
+                                  config.num_train_steps, put=lambda b: shard(b, devices),
+                                  depth=config.prefetch_batches, workers=config.data_workers)
+        memory = None
         try:
             for index, batch in self.batches:
                 if index != self.step:
                     raise RuntimeError(f"train data at index {index} for step {self.step}")
-                self.state, metrics = self.p_train(self.state, batch, hparams, base_rng)
-                if "peak_memory_kind" not in summary:
-                    summary.update(memory_info(devices, _lowered(
-                        self.p_train, self.state, batch, hparams, base_rng)))
+                self.state, metrics = self.p_train(self.state, batch, hparams, rngs)
+                if memory is None:
+                    memory = memory_info(devices, _lowered(self.p_train, self.state, batch,
+                                                           hparams, rngs))
+                    for m in members:
+                        m.summary.update(memory)
                 self.pending.append(metrics)
                 self.step += 1
                 self.bar.update(1)
-                lost = self.claim is not None and self.claim.lost.is_set()
-                stopping = lost or stop.requested.is_set() or bool(
+                for m in members:
+                    if m.alive and m.lost:
+                        m.alive = False
+                stopping = stop.requested.is_set() or bool(
                     self.step_callback and self.step_callback(self.step))
-                if lost:
-                    return
                 self.cadence(self.step, stopping)
+                if not any(m.alive for m in members):
+                    return
                 if stopping:
-                    summary.update(status="preempted", reason=f"stopped at step {self.step}")
+                    for m in self.alive():
+                        m.summary.update(status="preempted", reason=f"stopped at step {self.step}")
                     return
             if self.step < config.num_train_steps:
                 raise RuntimeError(f"the train data ended at step {self.step}")
             if self.start_step == config.num_train_steps:  # resumed at the last checkpoint
                 self.finish(self.step)
-            summary["status"] = "done"
-        except NonFiniteLoss as e:
-            summary.update(status="failed", reason=str(e), step=self.step)
+            for m in self.alive():
+                m.summary["status"] = "done"
         except KeyboardInterrupt:
-            summary.update(status="preempted", reason=f"interrupted at step {self.step}",
-                           step=self.saved_step)
+            for m in self.alive():
+                m.summary.update(status="preempted", reason=f"interrupted at step {self.step}",
+                                 step=self.saved_step)
             raise
         except BaseException as e:
             where = "disk full at step" if _disk_full(e) else "at step"
-            summary.update(status="failed", reason=f"{type(e).__name__} {where} {self.step}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''}", step=self.step)
+            for m in self.alive():
+                m.summary.update(status="failed", reason=f"{type(e).__name__} {where} "
+                                 f"{self.step}: {str(e).splitlines()[0] if str(e) else ''}",
+                                 step=self.step)
             raise
+
+    def alive(self) -> list[_Member]:
+        return [m for m in self.members if m.alive]
 
     def cadence(self, step: int, stopping: bool) -> None:
         """Logging, evaluation and checkpoints after `step`."""
@@ -297,115 +406,157 @@ class _Loop:
         last = step == config.num_train_steps
         if stopping or last or step % config.log_every_steps == 0:
             self.flush_train(step)
-            self.summary["step"] = step
-            self.write_summary()
+            for m in self.alive():
+                m.summary["step"] = step
+                self.write_summary(m)
         if last:
             self.finish(step)
         elif step % config.eval_every_steps == 0:
             self.evaluate(step, self.eval_sets)
         if stopping or last or step % config.checkpoint_every_steps == 0:
             self.flush_train(step)  # never checkpoint a non-finite state
-            self.checkpointer.save(step, unreplicate(self.state), self.train_data.state(step))
+            host = unreplicate(self.state)  # [K, ...]
+            for i, m in enumerate(self.members):
+                if m.alive:
+                    m.checkpointer.save(step, member(host, i), m.data.state(step))
+                    m.summary.update(step=step, checkpoint_step=step)
+                    self.write_summary(m)
             self.saved_step = step
-            self.summary.update(step=step, checkpoint_step=step)
-            self.write_summary()
 
     def flush_train(self, step: int) -> None:
-        """Log the mean of pending train metrics; raise NonFiniteLoss at the first bad step."""
+        """Log each run's mean of pending train metrics; a run whose loss went non-finite
+        fails at its first bad step (its pack-mates go on)."""
         if not self.pending:
             return
-        host = jax.device_get([unreplicate(m) for m in self.pending])
-        for i, m in enumerate(host):
-            loss = float(m["loss"][0] / max(float(m["loss"][1]), 1e-12))
-            if not math.isfinite(loss):
-                raise NonFiniteLoss(f"non-finite loss ({loss}) at step {step - len(host) + i + 1}")
-        sums = jax.tree.map(lambda *xs: np.sum(xs), *host)
-        scalars = {f"train/{k}": v for k, v in finalize(sums).items()}
-        scalars["train/learning_rate"] = float(host[-1]["learning_rate"][0])
+        host = jax.device_get([unreplicate(m) for m in self.pending])  # leaves [K]
         now, timing = time.time(), self.timing
+        rate = None
         if timing["t"] is not None:  # the first interval holds compilation: not a rate
             dt, ds = now - timing["t"], step - timing["step"]
             timing["measured_steps"] += ds
             timing["measured_time"] += dt
-            scalars["steps_per_second"] = ds / dt
+            rate = ds / dt
         timing["t"], timing["step"] = now, step
         self.pending.clear()
-        self.log(step, scalars)
-        self.bar.set_postfix(loss=f"{scalars['train/loss']:.3f}",
-                             acc=f"{scalars.get('train/accuracy', float('nan')):.3f}")
+        for i, m in enumerate(self.members):
+            if not m.alive:
+                continue
+            mine = [member(h, i) for h in host]
+            bad = next((j for j, h in enumerate(mine) if not math.isfinite(
+                float(h["loss"][0] / max(float(h["loss"][1]), 1e-12)))), None)
+            if bad is not None:
+                at = step - len(mine) + bad + 1
+                loss = float(mine[bad]["loss"][0] / max(float(mine[bad]["loss"][1]), 1e-12))
+                m.alive = False
+                m.summary.update(status="failed", step=at,
+                                 reason=f"non-finite loss ({loss}) at step {at}")
+                self.write_summary(m)
+                continue
+            sums = jax.tree.map(lambda *xs: np.sum(xs), *mine)
+            scalars = {f"train/{k}": v for k, v in finalize(sums).items()}
+            scalars["train/learning_rate"] = float(mine[-1]["learning_rate"][0])
+            if rate is not None:
+                scalars["steps_per_second"] = rate
+            self.log(m, step, scalars)
+        first = next(iter(self.alive()), None)
+        if first is not None:
+            fm = first.summary["final_metrics"]
+            self.bar.set_postfix(loss=f"{fm.get('train/loss', float('nan')):.3f}",
+                                 acc=f"{fm.get('train/accuracy', float('nan')):.3f}")
 
-    def log(self, step: int, scalars: dict[str, Any]) -> None:
-        self.writer.write(step, {**scalars, "wall_time_s": self.wall()})
-        self.summary["final_metrics"].update(scalars)
+    def log(self, m: _Member, step: int, scalars: dict[str, Any]) -> None:
+        m.writer.write(step, {**scalars, "wall_time_s": self.wall(m)})
+        m.summary["final_metrics"].update(scalars)
 
     def scored_sets(self, split: str, num_batches: int) -> dict[tuple[str, ...], tuple]:
-        """{prefixes: (pmapped eval step, device batches)} for `split` at every length."""
+        """{prefixes: (pack eval step, device batches)} for `split` at every length. The
+        examples are the same for every run (fixed validation and test sets)."""
         out, config = {}, self.config
         for prefixes, t in self.scored.items():
-            source = DataSource(t, split, config.batch_size, config.seed)
+            source = DataSource(t, split, config.batch_size, config.data_seed)
             out[tuple(p.replace("eval", split, 1) for p in prefixes)] = (
                 compiled_eval(self.model, t, self.devices),
                 [shard(source.host_batch(i), self.devices) for i in range(num_batches)])
         return out
 
-    def evaluate(self, step: int, sets: dict[tuple[str, ...], tuple]) -> None:
-        scalars = {}
+    def evaluate(self, step: int, sets: dict[tuple[str, ...], tuple],
+                 only: Callable[[_Member], bool] = lambda m: True) -> None:
+        chosen = [(i, m) for i, m in enumerate(self.members) if m.alive and only(m)]
+        if not chosen:
+            return
+        scalars: list[dict[str, Any]] = [{} for _ in self.members]
         for prefixes, (p_eval, batches) in sets.items():
             totals = None
             for b in batches:
-                m = jax.device_get(unreplicate(p_eval(self.state.params, b)))
-                totals = m if totals is None else jax.tree.map(np.add, totals, m)
-            scalars.update({f"{prefix}/{k}": v for prefix in prefixes
-                            for k, v in finalize(totals).items()})
-        if scalars:
-            self.log(step, scalars)
+                out = jax.device_get(unreplicate(p_eval(self.state.params, b)))  # leaves [K]
+                totals = out if totals is None else jax.tree.map(np.add, totals, out)
+            for i, _ in chosen:
+                values = finalize(member(totals, i))
+                scalars[i].update({f"{p}/{k}": v for p in prefixes for k, v in values.items()})
+        for i, m in chosen:
+            if scalars[i]:
+                self.log(m, step, scalars[i])
 
     def finish(self, step: int) -> None:
         """The last evaluation, then the test set (scored once, never used for selection).
-        Either is skipped when a resumed run's metrics.jsonl already holds it at this step."""
-        if "eval/loss" not in self.final_at_start:
-            self.evaluate(step, self.eval_sets)
-        tested = any(k.startswith("test/") for k in self.final_at_start)
-        if self.config.num_test_batches and not tested:
-            self.evaluate(step, self.scored_sets("test", self.config.num_test_batches))
+        A resumed run whose metrics.jsonl already holds either at this step skips it."""
+        self.evaluate(step, self.eval_sets, only=lambda m: "eval/loss" not in m.final_at_start)
+        if self.config.num_test_batches:
+            untested = lambda m: not any(k.startswith("test/") for k in m.final_at_start)
+            if any(untested(m) for m in self.alive()):
+                self.evaluate(step, self.scored_sets("test", self.config.num_test_batches),
+                              only=untested)
+
+    def _close_quietly(self) -> None:
+        """Closes what start-up opened, writing nothing (the pack is split, not failed)."""
+        self._closed = True
+        for m in self.members:
+            with contextlib.suppress(Exception):
+                m.checkpointer.close()
 
     def _close(self) -> None:
-        """Every cleanup step guarded, so that summary.json is always written if it can be."""
+        """Every cleanup step guarded, so that each summary.json is written if it can be."""
+        self._closed = True
         problems = []
-        for what, close in (("the data pipeline", lambda: self.batches.close()),
-                            ("the progress bar", lambda: self.bar.close()),
-                            ("the metric writers", lambda: self.writer.close()),
-                            ("the checkpointer", lambda: self.checkpointer.close())):
+        shared = (("the data pipeline", lambda: self.batches.close()),
+                  ("the progress bar", lambda: self.bar.close()))
+        each = [(m, what, fn) for m in self.members for what, fn in (
+            ("the metric writers", lambda m=m: m.writer.close()),
+            ("the checkpointer", lambda m=m: m.checkpointer.close()))]
+        for m, what, close in [(None, w, f) for w, f in shared] + each:
             try:
                 close()
             except AttributeError:  # never opened (start-up failed before it)
                 pass
             except Exception as e:
-                problems.append((what, e))
-        summary = self.summary
-        for what, e in problems:
-            if summary["status"] in ("running", "done", "preempted"):
-                full = "disk full" if _disk_full(e) else f"{type(e).__name__}"
-                summary.update(status="failed", reason=f"{full} while closing {what} at step "
-                               f"{self.step}: {e}")
+                problems.append((m, what, e))
         measured = self.timing["measured_time"]
         rate = self.timing["measured_steps"] / measured if measured else None
-        if summary.get("peak_memory_kind") == "device":  # the allocator's peak, evals included
-            summary["peak_memory_bytes"] = memory_info(self.devices)["peak_memory_bytes"]
-        summary.update(
-            wall_time_s=self.wall() if hasattr(self, "t_start") else self.wall_offset,
-            steps_per_second=rate,
-            tokens_per_second=rate * self.config.batch_size * self.task.max_length
-            if rate else None,
-        )
-        if summary["status"] == "running":  # an exception is on its way up
-            summary.update(status="failed", reason=summary.get("reason") or "crashed")
-        try:
-            self.write_summary()
-        except OSError as e:  # e.g. the disk is full: the shortest summary may still fit
-            summary = {"status": "failed", "step": self.step,
-                       "reason": f"{'disk full' if _disk_full(e) else type(e).__name__} "
-                                 f"writing summary.json at step {self.step}"}
-            with contextlib.suppress(OSError):
-                self.run_dir.write_summary(summary)
-            raise
+        peak = None
+        if self.members[0].summary.get("peak_memory_kind") == "device":
+            peak = memory_info(self.devices)["peak_memory_bytes"]  # evals included
+        for m in self.members:
+            summary = m.summary
+            for who, what, e in problems:
+                if (who is None or who is m) and summary["status"] in (
+                        "running", "done", "preempted"):
+                    full = "disk full" if _disk_full(e) else f"{type(e).__name__}"
+                    summary.update(status="failed", reason=f"{full} while closing {what} at "
+                                   f"step {self.step if hasattr(self, 'step') else 0}: {e}")
+            if peak is not None:
+                summary["peak_memory_bytes"] = peak
+            summary.update(
+                wall_time_s=self.wall(m), steps_per_second=rate,
+                tokens_per_second=rate * self.config.batch_size * self.task.max_length
+                if rate else None)
+            if summary["status"] == "running":  # an exception is on its way up
+                summary.update(status="failed", reason=summary.get("reason") or "crashed")
+            try:
+                self.write_summary(m)
+            except OSError as e:  # e.g. the disk is full: the shortest summary may still fit
+                short = {"status": "failed", "step": summary.get("step"),
+                         "reason": f"{'disk full' if _disk_full(e) else type(e).__name__} "
+                                   f"writing summary.json at step {summary.get('step')}"}
+                with contextlib.suppress(OSError):
+                    m.run_dir.write_summary(short)
+                raise

@@ -11,11 +11,12 @@ from attnjax.executors import Executor
 class InProcess(Executor):
     def execute(self, sweep_dir, run_dirs, *, log, train_fn=None):
         return worker.work(sweep_dir, only=[r.name for r in run_dirs], train_fn=train_fn, log=log,
-                    retry_failed=self.settings["retry_failed"])
+                           retry_failed=self.settings["retry_failed"],
+                           pack=self.settings["pack"])
 
     @classmethod
     def options(cls):
-        return {"retry_failed": False}
+        return {"retry_failed": False, "pack": 1}
 
 
 EXECUTOR = InProcess
