@@ -119,6 +119,17 @@ def pack_of(first: RunDir, candidates: list[RunDir], size: int) -> list[RunDir]:
     return [first, *mates[: size - 1]]
 
 
+def group_packs(run_dirs: list[RunDir], size: int) -> list[list[RunDir]]:
+    """`run_dirs` split into packs of at most `size` (in order, each with `pack_of`)."""
+    left, out = list(run_dirs), []
+    while left:
+        group = pack_of(left[0], left[1:], size)
+        out.append(group)
+        names = {r.name for r in group}
+        left = [r for r in left if r.name not in names]
+    return out
+
+
 def auto_pack_size(run_dir: RunDir, cap: int = 64) -> int:
     """Replicas that fit: 70 % of the device's free memory (host memory on CPU) over the
     compiled one-replica train step's memory; at most `cap`."""

@@ -323,3 +323,37 @@ def test_flags_win_over_the_experiment_files_executor_block(tmp_path, monkeypatc
     cli.main(["sweep", str(path), "--executor", "ray"])
     assert chosen[0] == ("slurm", {"partition": "b", "time_min": 30, "gpus_per_run": 1.0})
     assert chosen[1] == ("ray", {})  # the slurm block's options are not ray's
+
+
+SEEDS = EXPERIMENT.replace('[{"model.attention": a} for a in ("softmax", "linear")]',
+                           '[{"seed": s} for s in (0, 1)]')
+
+
+def _close(a, b):
+    return all(abs(a[k] - b[k]) <= 1e-4 * max(abs(b[k]), 1e-6) for k in b)
+
+
+def test_ray_trains_a_pack_in_one_task(tmp_path, local_ray):
+    alone = _final(sweep.run_sweep(_write(tmp_path, SEEDS), tmp_path / "alone",
+                                   log=lambda s: None))
+    lines = []
+    results = sweep.run_sweep(_write(tmp_path, SEEDS), tmp_path / "out", executor="ray",
+                              options={"cpus_per_run": 1, "pack": 2}, log=lines.append)
+    assert any("submitted 1 tasks for 2 runs" in line for line in lines)
+    assert [s["status"] for _, s in results] == ["done", "done"]
+    assert all(len(s["pack"]) == 1 for _, s in results)
+    packed = _final(results)
+    assert all(_close(packed[n], alone[n]) for n in alone)
+
+
+def test_slurm_task_trains_a_pack(tmp_path):
+    pytest.importorskip("submitit", reason="submitit is not installed: pip install "
+                        "'attnjax[slurm]'")
+    from attnjax.executors.slurm import TrainRunDir
+
+    run_dirs = sweep.plan(_write(tmp_path, SEEDS), tmp_path / "out", devices_per_run=1)
+    out = TrainRunDir()([str(r.path) for r in run_dirs])
+    assert [out[str(r.path)]["status"] for r in run_dirs] == ["done", "done"]
+    assert run_dirs[0].read_summary()["pack"] == [run_dirs[1].name]
+    with pytest.raises(ConfigError, match="--pack auto needs the device at hand"):
+        executors.create("slurm", pack="auto", cluster="local")

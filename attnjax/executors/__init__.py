@@ -71,6 +71,15 @@ def create(name: str, **options: Any) -> Executor:
     return executor
 
 
+def fixed_pack(executor: str, pack) -> int:
+    """The pack size K for executors that group runs at submit time (no 'auto': the memory
+    that decides it is on the remote machines)."""
+    if pack == "auto":
+        raise ConfigError(f"--pack auto needs the device at hand; give --executor {executor} "
+                          "a number (e.g. --pack 8)")
+    return int(pack)
+
+
 def require(module: str, extra: str):
     """Imports the optional engine `module`, or ConfigError naming the extra to install."""
     try:

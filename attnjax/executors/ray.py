@@ -3,9 +3,10 @@ cluster (`--ray-address`, e.g. `auto` or `ray://head:10001`) or on a local insta
 process starts (and stops) when no address is given; if this process already called
 `ray.init`, that instance is used. Needs `pip install 'attnjax[ray]'`.
 
-Each task calls `worker.train_run_dir(run dir)` — the same unit of work as every other
-executor — as worker `ray-<task id>` (Ray keeps the id when it retries a task whose process
-died, so the retry takes the dead claim over and resumes from the last checkpoint). Tasks ask
+Each task calls `worker.train_run_dirs(run dirs)` — the same unit of work as every other
+executor: one run dir, or with `--pack K` up to K that share a compiled program — as worker
+`ray-<task id>` (Ray keeps the id when it retries a task whose process died, so the retry
+takes the dead claim over and resumes from the last checkpoint). Tasks ask
 for `--gpus-per-run` GPUs (default 0: CPU) and `--cpus-per-run` CPUs (default 1); Ray sets
 their CUDA_VISIBLE_DEVICES. With a fractional share (0.5: two runs per GPU) each task gets
 XLA_PYTHON_CLIENT_MEM_FRACTION = 0.9 × share, since JAX would otherwise preallocate 75 % of the
@@ -23,27 +24,38 @@ import os
 import traceback
 import warnings
 
-from attnjax.executors import Executor
+from attnjax.executors import Executor, fixed_pack
 from attnjax.registry import ConfigError
 
 
-def _train_task(path: str, retry_failed: bool) -> dict:
-    """Runs inside a Ray worker: train (or resume) one run dir; (status, reason)."""
+def _train_task(paths: list[str], retry_failed: bool) -> dict:
+    """Runs inside a Ray worker: train (or resume) a pack of run dirs (one, or several that
+    share a compiled program); {path: (status, reason)}."""
     import ray
 
-    from attnjax import claim, worker
+    from attnjax import worker
     from attnjax.rundir import RunDir
 
     name = f"ray-{ray.get_runtime_context().get_task_id()}"
     try:
-        summary = worker.train_run_dir(path, worker=name, retry_failed=retry_failed)
-    except claim.ClaimHeld as e:
-        return {"status": "held by another worker", "reason": str(e)}
-    except Exception as e:  # recorded as failed in the run dir by train_run_dir
+        trained = worker.train_run_dirs(paths, worker=name, retry_failed=retry_failed)
+    except Exception as e:  # recorded as failed in the run dirs by train_run_dirs
         traceback.print_exc()
-        return {"status": "failed", "reason": f"{type(e).__name__}: {e}"[:500]}
-    summary = summary or RunDir(path).read_summary()  # None: nothing to do (done already)
-    return {"status": summary.get("status"), "reason": summary.get("reason")}
+        return {p: {"status": "failed", "reason": f"{type(e).__name__}: {e}"[:500]}
+                for p in paths}
+    summaries = {str(r.path): s for r, s in trained}
+    out = {}
+    for p in paths:
+        if p in summaries:
+            out[p] = {"status": summaries[p].get("status"), "reason": summaries[p].get("reason")}
+        else:  # not claimed (a live worker holds it) or nothing to do (done already)
+            held = RunDir(p).holder()
+            live = held is not None and held.alive(RunDir(p).claim_timeout())
+            summary = RunDir(p).read_summary()
+            out[p] = ({"status": "held by another worker", "reason": held.describe()} if live
+                      and summary.get("status") != "done" else
+                      {"status": summary.get("status"), "reason": summary.get("reason")})
+    return out
 
 
 class Ray(Executor):
@@ -51,7 +63,8 @@ class Ray(Executor):
 
     @classmethod
     def options(cls):
-        return {"ray_address": None, "gpus_per_run": 0, "cpus_per_run": 1, "retry_failed": False}
+        return {"ray_address": None, "gpus_per_run": 0, "cpus_per_run": 1, "retry_failed": False,
+                "pack": 1}
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -61,6 +74,7 @@ class Ray(Executor):
                 raise ConfigError(f"--{key.replace('_', '-')} must be a fraction up to 1 or a "
                                   f"whole number, got {self.settings[key]}")
             self.settings[key] = value
+        self.settings["pack"] = fixed_pack("ray", self.settings["pack"])
 
     def devices_per_run(self):
         gpus = self.settings["gpus_per_run"]
@@ -97,9 +111,13 @@ class Ray(Executor):
             remote = ray.remote(_train_task).options(
                 num_cpus=self.settings["cpus_per_run"], num_gpus=self.settings["gpus_per_run"],
                 runtime_env={"env_vars": self.task_env()}, name="attnjax-train")
-            refs = {remote.remote(str(r.path.resolve()), self.settings["retry_failed"]): r
-                    for r in run_dirs}
-            log(f"ray: submitted {len(refs)} tasks ({self.settings['gpus_per_run']:g} GPUs, "
+            from attnjax import worker
+
+            refs = {remote.remote([str(r.path.resolve()) for r in group],
+                                  self.settings["retry_failed"]): group
+                    for group in worker.group_packs(run_dirs, self.settings["pack"])}
+            log(f"ray: submitted {len(refs)} tasks for {len(run_dirs)} runs "
+                f"({self.settings['gpus_per_run']:g} GPUs, "
                 f"{self.settings['cpus_per_run']:g} CPUs each)")
             self._wait(ray, refs, log)
         finally:
@@ -108,21 +126,25 @@ class Ray(Executor):
 
     def _wait(self, ray, refs, log) -> None:
         pending, done = list(refs), 0
+        total = sum(len(group) for group in refs.values())
         try:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1)
                 for ref in ready:
-                    run_dir = refs[ref]
+                    group = refs[ref]
                     try:
-                        result = ray.get(ref)
+                        results = ray.get(ref)
                     except Exception as e:  # the task's process died (Ray retried it already)
-                        result = {"status": "failed",
-                                  "reason": f"{type(e).__name__}: {e}".splitlines()[0][:300]}
-                    status = result["status"]
-                    done += status == "done"
-                    reason = result.get("reason") if status != "done" else None
-                    log(f"[{done}/{len(refs)} done] {run_dir.name}: {status}"
-                        + (f" ({reason})" if reason else ""))
+                        why = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                        results = {str(r.path.resolve()): {"status": "failed", "reason": why}
+                                   for r in group}
+                    for run_dir in group:
+                        result = results[str(run_dir.path.resolve())]
+                        status = result["status"]
+                        done += status == "done"
+                        reason = result.get("reason") if status != "done" else None
+                        log(f"[{done}/{total} done] {run_dir.name}: {status}"
+                            + (f" ({reason})" if reason else ""))
         except KeyboardInterrupt:
             log(f"ray: cancelling {len(pending)} tasks (their runs resume from their last "
                 "checkpoint when the sweep is run again)")

@@ -1,4 +1,5 @@
-"""SLURM (`--executor slurm`): one job array through submitit, one array task per run dir.
+"""SLURM (`--executor slurm`): one job array through submitit, one array task per run dir
+(or per pack of up to K run dirs sharing a compiled program, with `--pack K`).
 Needs `pip install 'attnjax[slurm]'`.
 
 Options (flags, or the experiment file's `executor = {"name": "slurm", ...}` block; flags win):
@@ -62,7 +63,7 @@ import traceback
 from pathlib import Path
 
 from attnjax import provenance
-from attnjax.executors import Executor, require
+from attnjax.executors import Executor, fixed_pack, require
 from attnjax.registry import ConfigError, unknown_name_message
 
 CLUSTERS = ("slurm", "local", "debug")
@@ -76,15 +77,19 @@ def _preempt_signal() -> int:
 
 
 class TrainRunDir:
-    """One array task: trains (or resumes) the run dir it is called with. Picklable; submitit
-    calls `checkpoint(path)` on SIGUSR2 and requeues what it returns (see the module doc)."""
+    """One array task: trains (or resumes) the run dir it is called with, or a pack (a list of
+    run dirs sharing a compiled program: `--pack K`). Picklable; submitit calls
+    `checkpoint(path)` on SIGUSR2 and requeues what it returns (see the module doc)."""
 
     def __init__(self, retry_failed: bool = False):
         self.retry_failed = retry_failed
 
-    def __call__(self, path: str) -> dict:
+    def __call__(self, path: str | list[str]) -> dict:
         from attnjax import claim, signals, worker
         from attnjax.rundir import RunDir
+
+        if not isinstance(path, str):  # a pack: {path: (status, reason)}
+            return self._pack(list(path))
 
         usr = _preempt_signal()
         requeue = signal.getsignal(usr)  # submitit's checkpoint_and_try_requeue (in its jobs)
@@ -122,7 +127,39 @@ class TrainRunDir:
             sys.exit(128 + signum)  # no result: SLURM may be requeueing this task
         return {"status": status, "reason": summary.get("reason")}
 
-    def checkpoint(self, path: str):
+    def _pack(self, paths: list[str]) -> dict:
+        from attnjax import signals, worker
+        from attnjax.rundir import RunDir
+
+        usr = _preempt_signal()
+        requeue = signal.getsignal(usr)
+        seen: list[int] = []
+
+        def stop(signum, frame):
+            seen.append(signum)
+            signals.request_stop(signum)
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, usr)} if main else {}
+        try:
+            worker.train_run_dirs(paths, retry_failed=self.retry_failed)
+        except Exception:  # recorded as failed in the run dirs by train_run_dirs
+            traceback.print_exc()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            signals.clear_request()
+        out = {p: {"status": RunDir(p).status(), "reason": RunDir(p).read_summary().get(
+            "reason")} for p in paths}
+        in_job = os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local")
+        if in_job and any(r["status"] == "preempted" for r in out.values()):
+            signum = seen[0] if seen else signal.SIGTERM
+            if usr in seen and callable(requeue):
+                requeue(usr, None)  # submitit: checkpoint(paths) -> requeue -> exit
+            sys.exit(128 + signum)
+        return out
+
+    def checkpoint(self, path: str | list[str]):
         """What submitit requeues: the same callable on the same run dir, which resumes from
         its last checkpoint (the run dir holds all the state; nothing else is pickled)."""
         from submitit.helpers import DelayedSubmission
@@ -144,7 +181,7 @@ class Slurm(Executor):
     def options(cls):
         return {"partition": None, "time_min": 60, "gpus_per_run": 0, "cpus_per_run": 2,
                 "array_parallelism": 32, "cluster": "slurm", "retry_failed": False,
-                "mem_gb": None, "wait": True}
+                "mem_gb": None, "wait": True, "pack": 1}
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -158,6 +195,7 @@ class Slurm(Executor):
         s["array_parallelism"] = _whole("array_parallelism", s["array_parallelism"], 1)
         if s["mem_gb"] is not None and float(s["mem_gb"]) <= 0:
             raise ConfigError(f"mem_gb must be positive, got {s['mem_gb']}")
+        s["pack"] = fixed_pack("slurm", s["pack"])
 
     def check_installed(self) -> None:
         super().check_installed()
@@ -203,13 +241,18 @@ class Slurm(Executor):
             return None
         folder = Path(sweep_dir).resolve() / "slurm"
         ex = self.submitit_executor(folder)
-        jobs = ex.map_array(TrainRunDir(retry), [str(r.path.resolve()) for r in todo])
-        self._record(folder, todo, jobs)
+        groups = worker.group_packs(todo, self.settings["pack"])
+        args = [str(g[0].path.resolve()) if len(g) == 1 else [str(r.path.resolve()) for r in g]
+                for g in groups]
+        jobs = ex.map_array(TrainRunDir(retry), args)
+        jobs_per_run = [job for g, job in zip(groups, jobs, strict=True) for _ in g]
+        todo = [r for g in groups for r in g]
+        self._record(folder, todo, jobs_per_run)
         ids = sorted({j.job_id.split("_")[0] for j in jobs})
         log(f"slurm: submitted {len(jobs)} tasks ({self.settings['cluster']} cluster, job "
             f"{', '.join(ids)}); logs in {folder}")
         if self.settings["wait"]:
-            self._wait(todo, jobs, log)
+            self._wait(todo, jobs_per_run, log)
         else:
             log(f"slurm: not waiting; progress: ./launch.sh status {sweep_dir}")
         return None
