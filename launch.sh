@@ -3,11 +3,11 @@
 #   ./launch.sh                     quickstart: the MQAR comparison on CPU, prints the table
 #   ./launch.sh test [PYTEST ARGS]  the test suite
 #   ./launch.sh run CONFIG.py [--workdir DIR] [--config.KEY=VALUE ...]
-#   ./launch.sh sweep EXPERIMENT.py [--workdir DIR] [--workers N] [--plan]
+#   ./launch.sh sweep EXPERIMENT.py [--workdir DIR] [--workers N] [--pack K] [--plan]
 #   ./launch.sh work SWEEP_DIR | status SWEEP_DIR
 #   ./launch.sh compare DIR [DIR ...] [--baseline V] [--select-by M --over KEY] (--help)
 #   ./launch.sh variants | tasks [--format json]
-#   ./launch.sh heatmap RUN_DIR  |  bench attention|data|workers
+#   ./launch.sh heatmap RUN_DIR  |  bench attention|data|workers|replicas
 # Environment: PYTHON (interpreter for the venv, default python3),
 #   ATTNJAX_JAX (a jax requirement for accelerators, e.g. 'jax[cuda13]' or 'jax[tpu]').
 set -euo pipefail

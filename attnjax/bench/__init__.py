@@ -4,6 +4,7 @@
                                     -> <out>/benchmark.json (compare plots it vs sequence length)
     attnjax bench data [...]        host batch rate of every task vs the train step's rate
     attnjax bench workers [...]     a study's wall time with 1 vs N local worker processes
+    attnjax bench replicas [...]    K runs packed in one program vs one by one (run-steps/s)
 
 Each writes a JSON with the device, date, versions and the command that produced it, so a
 figure in BENCHMARKS.md can be traced to its run.
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 from attnjax.registry import ConfigError, unknown_name_message
 
-KINDS = ("attention", "data", "workers")
+KINDS = ("attention", "data", "workers", "replicas")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
