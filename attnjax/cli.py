@@ -77,7 +77,8 @@ def cmd_run(args, overrides: list[str]) -> int:
 
 
 PACK_HELP = ("train up to K runs that differ only in seed / learning rate / weight decay / "
-             "warmup as one compiled program (K or 'auto': as many as fit in memory)")
+             "warmup as one compiled program (K or 'auto': as many as fit in memory; default "
+             "auto on GPU/TPU, 1 on CPU)")
 
 
 def _pack_size(text: str) -> int | str:
@@ -153,7 +154,7 @@ def cmd_work(args, extra: list[str]) -> int:
 
     sweep_runs(args.sweep_dir)  # a clear error for a missing directory
     results = work(args.sweep_dir, worker=args.worker_id, retry_failed=args.retry_failed,
-                   pack=args.pack or 1)
+                   pack=args.pack)
     print(f"trained {len(results)} runs; nothing left to claim in {args.sweep_dir}"
           if not any(s.get("status") == "preempted" for _, s in results)
           else "preempted: run the same command to resume")

@@ -130,10 +130,28 @@ def group_packs(run_dirs: list[RunDir], size: int) -> list[list[RunDir]]:
     return out
 
 
+def default_pack() -> int | str:
+    """"auto" on GPU/TPU (a pack is where an accelerator's speed is), 1 on CPU."""
+    import jax
+
+    return "auto" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else 1
+
+
+_AUTO: dict[str, int] = {}  # static signature -> K (one measuring compile per config shape)
+
+
 def auto_pack_size(run_dir: RunDir, cap: int = 64) -> int:
     """Replicas that fit: 70 % of the device's free memory (host memory on CPU) over the
     compiled one-replica train step's memory; at most `cap`."""
+    from attnjax import steps
 
+    key = steps.static_signature(run_dir.read_config() or {})
+    if key not in _AUTO:
+        _AUTO[key] = _measure_pack_size(run_dir, cap)
+    return _AUTO[key]
+
+
+def _measure_pack_size(run_dir: RunDir, cap: int) -> int:
     from attnjax import steps
     from attnjax.parallel import replicate, shard
 
@@ -162,16 +180,17 @@ def free_memory(device) -> int:
 
 
 def work(sweep_dir: str | Path, *, worker: str | None = None, retry_failed: bool = False,
-         only: Iterable[str] | None = None, pack: int | str = 1,
+         only: Iterable[str] | None = None, pack: int | str | None = None,
          train_fn: Callable[..., dict[str, Any]] | None = None,
          log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
          ) -> list[tuple[RunDir, dict[str, Any]]]:
     """Trains claimable runs of `sweep_dir` (or of the names in `only`) until none is left,
-    in packs of at most `pack` runs ("auto": as many as fit). Returns (run dir, summary) of
-    each run this worker trained."""
+    in packs of at most `pack` runs ("auto": as many as fit; None: auto on an accelerator, 1 on
+    CPU). Returns (run dir, summary) of each run this worker trained."""
     from attnjax.sweep import sweep_runs, write_manifest
 
     worker = worker or claim_lib.default_worker_id()
+    pack = default_pack() if pack is None else pack
     only = set(only) if only is not None else None
     results: list[tuple[RunDir, dict[str, Any]]] = []
     skipped: set[str] = set()

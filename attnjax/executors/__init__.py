@@ -77,7 +77,7 @@ def fixed_pack(executor: str, pack) -> int:
     if pack == "auto":
         raise ConfigError(f"--pack auto needs the device at hand; give --executor {executor} "
                           "a number (e.g. --pack 8)")
-    return int(pack)
+    return 1 if pack is None else int(pack)
 
 
 def require(module: str, extra: str):

@@ -16,7 +16,7 @@ class InProcess(Executor):
 
     @classmethod
     def options(cls):
-        return {"retry_failed": False, "pack": 1}
+        return {"retry_failed": False, "pack": None}  # None: auto on accelerators, else 1
 
 
 EXECUTOR = InProcess

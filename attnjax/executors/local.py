@@ -57,7 +57,7 @@ def assign(workers: int, gpus: list[str]) -> list[dict[str, str]]:
 class Local(Executor):
     @classmethod
     def options(cls):
-        return {"workers": 2, "retry_failed": False, "pack": 1}
+        return {"workers": 2, "retry_failed": False, "pack": None}
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -78,7 +78,8 @@ class Local(Executor):
                        "--worker-id", f"local-{os.getpid()}-{k}"]
             if self.settings["retry_failed"]:
                 command.append("--retry-failed")
-            command += ["--pack", str(self.settings["pack"])]
+            if self.settings["pack"] is not None:  # else each worker's default
+                command += ["--pack", str(self.settings["pack"])]
             out = open(logs / f"worker-{k}.log", "a")  # noqa: SIM115 - closed below
             procs.append((subprocess.Popen(command, env={**os.environ, **env}, stdout=out,
                                            stderr=subprocess.STDOUT), out))

@@ -64,7 +64,7 @@ class Ray(Executor):
     @classmethod
     def options(cls):
         return {"ray_address": None, "gpus_per_run": 0, "cpus_per_run": 1, "retry_failed": False,
-                "pack": 1}
+                "pack": None}
 
     def __init__(self, **options):
         super().__init__(**options)

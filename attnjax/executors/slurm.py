@@ -181,7 +181,7 @@ class Slurm(Executor):
     def options(cls):
         return {"partition": None, "time_min": 60, "gpus_per_run": 0, "cpus_per_run": 2,
                 "array_parallelism": 32, "cluster": "slurm", "retry_failed": False,
-                "mem_gb": None, "wait": True, "pack": 1}
+                "mem_gb": None, "wait": True, "pack": None}
 
     def __init__(self, **options):
         super().__init__(**options)
