@@ -5,7 +5,8 @@ Saves are synchronous and atomic (orbax writes to a temporary folder, then renam
 interrupted save never leaves a checkpoint that looks complete. A checkpoint damaged afterwards
 (a truncated array file, a missing _METADATA) is skipped with a warning by `restore_latest`,
 which falls back to the one before. Multi-host: every process calls save and restore (orbax
-coordinates them); the state saved is the host copy that every process holds alike.
+coordinates them with barriers); the state saved is the host copy that every process holds
+alike, and orbax writes it from process 0.
 """
 
 from __future__ import annotations

@@ -29,8 +29,11 @@ def replicate(tree: Any, devices) -> Any:
 
 
 def unreplicate(tree: Any) -> Any:
-    """The first device's copy of every leaf."""
-    return jax.tree.map(lambda x: x[0], tree)
+    """The first device's copy of every leaf, read from that device's own buffer. Indexing the
+    sharded array (`x[0]`) would be a program over all the devices (XLA gathers row 0 with an
+    all-reduce): with several processes on CPU, one gloo collective per leaf, which can hang."""
+    return jax.tree.map(
+        lambda x: x.addressable_data(0)[0] if isinstance(x, jax.Array) else x[0], tree)
 
 
 def shard(batch: dict[str, np.ndarray], devices) -> dict[str, jax.Array]:

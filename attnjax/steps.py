@@ -8,9 +8,12 @@ step under `vmap` over a leading replica axis: K runs for about the price of one
 accelerator, each replica with its own initialisation, data stream, dropout rng and schedule,
 and numbers equal to the same run trained alone. A replica whose loss goes non-finite keeps its
 previous state (masked) and the others go on untouched.
-Data parallelism is `jax.pmap` over the devices, the replica axis `vmap`ped inside the
-per-device step: the global batch is split across devices and gradients are summed with `psum`
-of per-device (loss sum / global weight), which is exactly the single-device gradient.
+Data parallelism is `jax.pmap` over the devices (of every process in a multi-process run: see
+pmap_devices), the replica axis `vmap`ped inside the per-device step: the global batch is split
+across devices and gradients are summed with `psum` of per-device (loss sum / global weight),
+which is exactly the single-device gradient. (vmap inside pmap rather than a 2-D mesh: the
+replica axis needs no collective and no sharding, so each device keeps whole replicas and the
+existing data-parallel step is reused unchanged.)
 """
 
 from __future__ import annotations
@@ -153,8 +156,8 @@ def compiled_train(model, task, opt_settings: tuple, num_train_steps: int, devic
     schedule = functools.partial(lr_multiplier, num_train_steps=num_train_steps)
     one_run = functools.partial(train_step, model=model, task=task, tx=tx, schedule=schedule)
     pack = jax.vmap(one_run, in_axes=(0, 1, 0, 0))
-    p_train = jax.pmap(pack, axis_name=AXIS, in_axes=(0, 0, None, None), devices=devices,
-                       donate_argnums=(0,))
+    p_train = jax.pmap(pack, axis_name=AXIS, in_axes=(0, 0, None, None),
+                       devices=pmap_devices(devices), donate_argnums=(0,))
     return tx, p_train
 
 
@@ -163,7 +166,7 @@ def compiled_eval(model, task, devices):
     """The pack eval step of `task` (one per evaluation length): params [D, K, ...] and one
     shared batch [D, B/D, ...] -> metrics [D, K] (every run is scored on the same examples)."""
     pack = jax.vmap(functools.partial(eval_step, model=model, task=task), in_axes=(0, None))
-    return jax.pmap(pack, axis_name=AXIS, devices=devices)
+    return jax.pmap(pack, axis_name=AXIS, devices=pmap_devices(devices))
 
 
 def eval_tasks(task, config) -> dict[tuple[str, ...], Any]:
@@ -194,6 +197,17 @@ def devices_for(config) -> tuple:
             f"batch_size={config.batch_size} must be divisible by the {global_devices} devices"
         )
     return tuple(devices)
+
+
+def pmap_devices(devices: tuple) -> tuple:
+    """pmap's `devices=` for a run on `devices` (this process's, from devices_for): with several
+    processes, the same local slots of every process, in process order. pmap wants that global
+    list, identical on every process, and then reduces (psum) over all of it; given only the
+    local devices each process would train on its own rows alone."""
+    if jax.process_count() == 1:
+        return tuple(devices)
+    return tuple(d for p in range(jax.process_count())
+                 for d in jax.local_devices(process_index=p)[: len(devices)])
 
 
 def setup(config) -> tuple:

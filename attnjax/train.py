@@ -111,6 +111,18 @@ def _fold(records: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _agreed(*flags: bool) -> tuple[bool, ...]:
+    """`flags` or-ed over all processes, so that every process stops at the same step (a
+    SIGTERM, a step_callback or process 0's lost claim seen by one): a process that stopped
+    alone would leave the others waiting in the next step's collectives. One process: as is."""
+    if jax.process_count() == 1:
+        return flags
+    from jax.experimental import multihost_utils
+
+    every = multihost_utils.process_allgather(np.asarray(flags, np.int32))
+    return tuple(bool(x) for x in np.max(every, axis=0))
+
+
 def _disk_full(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
@@ -154,16 +166,23 @@ def train_pack(
                          "(attnjax.steps.TRACED)")
     is_main = jax.process_index() == 0
     jsons = [config_lib.to_json(c) for c in configs]
-    if is_main:  # only checks here: a different config is refused before anything else
-        for run_dir, text in zip(run_dirs, jsons, strict=True):
-            if run_dir.read_config() is not None:
-                run_dir.write_config(text, normalize=config_lib.normalize_json)
+    # only checks here, on every process (the same error everywhere, none trains alone): a
+    # different config is refused before anything else
+    for run_dir, text in zip(run_dirs, jsons, strict=True):
+        if run_dir.read_config() is not None:
+            run_dir.write_config(text, normalize=config_lib.normalize_json)
     setup_ = setup(configs[0])
     owned: list[Claim] = []
     try:
+        failed = None
         if claims is None and is_main:
-            for config, run_dir in zip(configs, run_dirs, strict=True):
-                owned.append(run_dir.claim(config.claim_timeout_s, worker))
+            try:
+                for config, run_dir in zip(configs, run_dirs, strict=True):
+                    owned.append(run_dir.claim(config.claim_timeout_s, worker))
+            except Exception as e:  # ClaimHeld, an unwritable run dir
+                failed = e
+        if _agreed(failed is not None)[0]:  # the other processes give up with process 0
+            raise failed or RunDirError(f"{run_dirs[0].path}: process 0 could not claim it")
         held = list(claims) if claims is not None else (owned or [None] * len(configs))
         previous = [r.read_summary() for r in run_dirs]
         todo = [i for i, p in enumerate(previous) if p.get("status") != "done"]
@@ -300,7 +319,9 @@ class _Loop:
             "git_revision": provenance.git_revision(),
         }
         for m in members:
-            kept = m.run_dir.truncate_metrics(start_step) if self.is_main else []
+            # every process reads what was logged (processes take the same decisions from it)
+            kept = (m.run_dir.truncate_metrics(start_step) if self.is_main else
+                    [r for r in m.run_dir.read_metrics() if r.get("step", 0) <= start_step])
             m.wall_offset = max([float(r.get("wall_time_s", 0.0)) for r in kept] + [0.0])
             m.final_at_start = frozenset(k for r in kept if r.get("step") ==
                                          config.num_train_steps for k in r)
@@ -366,11 +387,13 @@ class _Loop:
                 self.pending.append(metrics)
                 self.step += 1
                 self.bar.update(1)
-                for m in members:
-                    if m.alive and m.lost:
-                        m.alive = False
+                lost = [m.alive and m.lost for m in members]
                 stopping = stop.requested.is_set() or bool(
                     self.step_callback and self.step_callback(self.step))
+                *lost, stopping = _agreed(*lost, stopping)
+                for m, gone in zip(members, lost, strict=True):
+                    if gone:
+                        m.alive = False
                 self.cadence(self.step, stopping)
                 if not any(m.alive for m in members):
                     return
