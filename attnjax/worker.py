@@ -102,6 +102,18 @@ def train_run_dirs(paths, *, worker: str | None = None, train_fn=None,
             c.release()
 
 
+def outcome(path: str | Path) -> dict[str, Any]:
+    """What became of a run dir a task was handed: its status and reason, or "held by another
+    worker" when a live worker elsewhere has it."""
+    run_dir = RunDir(path)
+    summary = run_dir.read_summary()
+    holder = run_dir.holder()
+    if summary.get("status") != "done" and holder is not None and holder.alive(
+            run_dir.claim_timeout()):
+        return {"status": "held by another worker", "reason": holder.describe()}
+    return {"status": summary.get("status"), "reason": summary.get("reason")}
+
+
 def _start_step(run_dir: RunDir) -> int:
     return int(run_dir.read_summary().get("checkpoint_step") or 0)
 

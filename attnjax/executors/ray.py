@@ -34,28 +34,15 @@ def _train_task(paths: list[str], retry_failed: bool) -> dict:
     import ray
 
     from attnjax import worker
-    from attnjax.rundir import RunDir
 
     name = f"ray-{ray.get_runtime_context().get_task_id()}"
     try:
-        trained = worker.train_run_dirs(paths, worker=name, retry_failed=retry_failed)
+        worker.train_run_dirs(paths, worker=name, retry_failed=retry_failed)
     except Exception as e:  # recorded as failed in the run dirs by train_run_dirs
         traceback.print_exc()
         return {p: {"status": "failed", "reason": f"{type(e).__name__}: {e}"[:500]}
                 for p in paths}
-    summaries = {str(r.path): s for r, s in trained}
-    out = {}
-    for p in paths:
-        if p in summaries:
-            out[p] = {"status": summaries[p].get("status"), "reason": summaries[p].get("reason")}
-        else:  # not claimed (a live worker holds it) or nothing to do (done already)
-            held = RunDir(p).holder()
-            live = held is not None and held.alive(RunDir(p).claim_timeout())
-            summary = RunDir(p).read_summary()
-            out[p] = ({"status": "held by another worker", "reason": held.describe()} if live
-                      and summary.get("status") != "done" else
-                      {"status": summary.get("status"), "reason": summary.get("reason")})
-    return out
+    return {p: worker.outcome(p) for p in paths}
 
 
 class Ray(Executor):

@@ -85,54 +85,12 @@ class TrainRunDir:
         self.retry_failed = retry_failed
 
     def __call__(self, path: str | list[str]) -> dict:
-        from attnjax import claim, signals, worker
-        from attnjax.rundir import RunDir
+        """(status, reason) of the run dir, or {path: (status, reason)} for a pack."""
+        from attnjax import signals, worker
 
-        if not isinstance(path, str):  # a pack: {path: (status, reason)}
-            return self._pack(list(path))
-
+        paths = [path] if isinstance(path, str) else list(path)
         usr = _preempt_signal()
         requeue = signal.getsignal(usr)  # submitit's checkpoint_and_try_requeue (in its jobs)
-        seen: list[int] = []
-
-        def stop(signum, frame):
-            seen.append(signum)
-            signals.request_stop(signum)
-
-        main = threading.current_thread() is threading.main_thread()
-        previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, usr)} if main else {}
-        try:
-            summary = worker.train_run_dir(path, retry_failed=self.retry_failed)
-        except claim.ClaimHeld as e:
-            print(f"{path}: {e}", file=sys.stderr)
-            return {"status": "held by another worker", "reason": str(e)}
-        except Exception as e:  # recorded as failed in the run dir by train_run_dir
-            traceback.print_exc()
-            return {"status": "failed", "reason": f"{type(e).__name__}: {e}"[:500]}
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            signals.clear_request()
-        summary = summary or RunDir(path).read_summary()  # None: it was done already
-        status = summary.get("status")
-        in_job = os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local")
-        # preempted: a signal stopped the loop (a SIGTERM during the loop reaches only the
-        # loop's own handler, so `seen` may be empty)
-        if in_job and (status == "preempted" or (seen and status not in FINISHED)):
-            signum = seen[0] if seen else signal.SIGTERM
-            print(f"{path}: {status} ({signal.Signals(signum).name})", file=sys.stderr,
-                  flush=True)
-            if usr in seen and callable(requeue):
-                requeue(usr, None)  # submitit: checkpoint() -> requeue -> exit
-            sys.exit(128 + signum)  # no result: SLURM may be requeueing this task
-        return {"status": status, "reason": summary.get("reason")}
-
-    def _pack(self, paths: list[str]) -> dict:
-        from attnjax import signals, worker
-        from attnjax.rundir import RunDir
-
-        usr = _preempt_signal()
-        requeue = signal.getsignal(usr)
         seen: list[int] = []
 
         def stop(signum, frame):
@@ -149,15 +107,20 @@ class TrainRunDir:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             signals.clear_request()
-        out = {p: {"status": RunDir(p).status(), "reason": RunDir(p).read_summary().get(
-            "reason")} for p in paths}
+        out = {p: worker.outcome(p) for p in paths}
         in_job = os.environ.get("SUBMITIT_EXECUTOR") in ("slurm", "local")
-        if in_job and any(r["status"] == "preempted" for r in out.values()):
+        # preempted: a signal stopped the loop (a SIGTERM during the loop reaches only the
+        # loop's own handler, so `seen` may be empty)
+        stopped = [p for p, r in out.items() if r["status"] == "preempted"
+                   or (seen and r["status"] not in FINISHED)]
+        if in_job and stopped:
             signum = seen[0] if seen else signal.SIGTERM
+            print(f"{', '.join(stopped)}: preempted ({signal.Signals(signum).name})",
+                  file=sys.stderr, flush=True)
             if usr in seen and callable(requeue):
-                requeue(usr, None)  # submitit: checkpoint(paths) -> requeue -> exit
-            sys.exit(128 + signum)
-        return out
+                requeue(usr, None)  # submitit: checkpoint() -> requeue -> exit
+            sys.exit(128 + signum)  # no result: SLURM may be requeueing this task
+        return out[path] if isinstance(path, str) else out
 
     def checkpoint(self, path: str | list[str]):
         """What submitit requeues: the same callable on the same run dir, which resumes from
