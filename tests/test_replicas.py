@@ -88,7 +88,7 @@ def test_a_replica_that_diverges_fails_alone(tmp_path):
     assert with_bad[1]["step"] == 2 and RunDir(tmp_path / "bad").status() == "failed"
     for got, want in ((with_bad[0], without[0]), (with_bad[2], without[1])):
         assert got["status"] == "done"
-        assert _worst(_strip(got), _strip(want)) <= 1e-6
+        assert _strip(got) == _strip(want)  # bit-identical to the pack without it (XLA:CPU)
     assert RunDir(tmp_path / "bad").checkpointer().latest_step() is None  # never a NaN state
 
 
