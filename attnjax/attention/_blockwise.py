@@ -94,6 +94,14 @@ def _live(spec, valid_j, i, j):
     return live
 
 
+def _shift(x, offset):
+    return x if offset is None else x + offset
+
+
+def _times(x, scale):
+    return x if scale is None else x * scale
+
+
 def _elementwise(spec, z):
     """(g(z), g'(z)) for the unnormalised kinds."""
     if spec.kind == "sigmoid":
@@ -137,8 +145,8 @@ def _forward(spec, q, k, v, key_valid, bias, row_offset, row_scale):
                     total = alpha * total + jnp.sum(p, axis=-1)
                     acc = alpha[..., None] * acc
                 else:
-                    g, _ = _elementwise(spec, t + off_i)
-                    p = jnp.where(visible, g * scale_i, 0.0)
+                    g, _ = _elementwise(spec, _shift(t, off_i))
+                    p = jnp.where(visible, _times(g, scale_i), 0.0)
                 acc = acc + jnp.einsum("bhqk,bhke->bhqe", p.astype(v.dtype), v_j,
                                        preferred_element_type=F32)
                 return (m_new if softmax else m), total, acc
@@ -201,9 +209,9 @@ def _backward(spec, residuals, d_out):
                     p = jnp.where(visible, jnp.exp(t - lse_i), 0.0)  # the forward's weights
                     ds = p * (dp - delta_i)
                 else:
-                    g, dg = _elementwise(spec, t + off_i)
-                    p = jnp.where(visible, g * scale_i, 0.0)
-                    ds = jnp.where(visible, dp * dg * scale_i, 0.0)
+                    g, dg = _elementwise(spec, _shift(t, off_i))
+                    p = jnp.where(visible, _times(g, scale_i), 0.0)
+                    ds = jnp.where(visible, _times(dp * dg, scale_i), 0.0)
                 dv_j = jnp.einsum("bhqk,bhqe->bhke", p, do_i)  # [B, H, bk, E]
                 if spec.soft_cap > 0:  # d cap(s)/ds = 1 - tanh² = 1 - (t / cap)²
                     ds = ds * (1.0 - jnp.square(t / spec.soft_cap))
