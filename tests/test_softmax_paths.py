@@ -129,7 +129,7 @@ def test_blockwise_hidden_keys_have_exactly_zero_influence():
 # ------------------------------------------------------------------ the scored variants
 
 SCORED = [("softmax", {}), ("dot", {}), ("general", {}), ("cosine", {}), ("euclidean", {}),
-          ("sigmoid", {}), ("relu", {"power": 2})]
+          ("sigmoid", {}), ("relu", {"power": 2}), ("gated", {}), ("differential", {})]
 
 
 @pytest.mark.parametrize(("name", "settings"), SCORED, ids=[n for n, _ in SCORED])

@@ -19,8 +19,9 @@ array, forward or backward) unless the weights are recorded (heatmaps) or attent
 active, where it runs the reference. The softmax normaliser is computed online over key
 blocks; sigmoid and ReLU weights need no normaliser over keys, so their output is a plain sum
 over blocks (`blockwise_weights` says which, with its per-row offset or scale).
-Still materialising [Lq, Lk] scores: additive (its tanh MLP score is not a dot product) and
-sparsemax / entmax (the threshold needs each whole row sorted).
+`gated` and `differential` (softmax maps combined after the weights) use the same kernel and
+`takes_tiled_path`. Still materialising [Lq, Lk] scores: additive (its tanh MLP score is not a
+dot product) and sparsemax / entmax (the threshold needs each whole row sorted).
 """
 
 from __future__ import annotations
@@ -141,12 +142,17 @@ class BlockwiseScored(ScoredAttention):
         return {"kind": "softmax"}
 
     def use_blockwise(self, deterministic):
-        if self.implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"{type(self).__name__} implementation {self.implementation!r} not "
-                             f"in {IMPLEMENTATIONS}")
-        if self.implementation == "blockwise":
-            if self.attention_dropout_rate > 0 and not deterministic:
-                raise CapabilityError("the blockwise path has no attention dropout; use "
-                                      "implementation='reference' or 'auto'")
-            return True
-        return self.implementation == "auto" and not self.reference_required(deterministic)
+        return takes_tiled_path(self, deterministic)
+
+
+def takes_tiled_path(module, deterministic: bool) -> bool:
+    """Whether a module with `implementation` in IMPLEMENTATIONS runs its tiled path now."""
+    if module.implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"{type(module).__name__} implementation {module.implementation!r} "
+                         f"not in {IMPLEMENTATIONS}")
+    if module.implementation == "blockwise":
+        if module.attention_dropout_rate > 0 and not deterministic:
+            raise CapabilityError("the blockwise path has no attention dropout; use "
+                                  "implementation='reference' or 'auto'")
+        return True
+    return module.implementation == "auto" and not module.reference_required(deterministic)
