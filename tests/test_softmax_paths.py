@@ -164,7 +164,7 @@ def test_tiled_variant_matches_its_reference(name, settings):
 
 
 def _path(module, q, k, v, mutable=False, **kwargs):
-    return module.apply({}, q, k, v, method="path", mutable=mutable, **kwargs)
+    return module.apply({}, q, k, v, method="resolve_implementation", mutable=mutable, **kwargs)
 
 
 def test_auto_on_cpu_is_blockwise_except_where_weights_are_needed():

@@ -57,7 +57,8 @@ class Softmax(AttentionBase):
     def flops(self, q_len, kv_len, head_dim):
         return dense_flops(q_len, kv_len, head_dim)
 
-    def path(self, q, k, v, *, causal=False, bias=None, deterministic=True) -> str:
+    def resolve_implementation(self, q, k, v, *, causal=False, bias=None,
+                               deterministic=True) -> str:
         """The implementation a call with these inputs runs (resolves 'auto')."""
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(
@@ -72,7 +73,8 @@ class Softmax(AttentionBase):
 
     def __call__(self, q, k, v, *, mask=None, causal=False, bias=None, deterministic=True):
         self.check_call(q, k, v, mask, causal, bias)
-        path = self.path(q, k, v, causal=causal, bias=bias, deterministic=deterministic)
+        path = self.resolve_implementation(q, k, v, causal=causal, bias=bias,
+                                           deterministic=deterministic)
         dropout = self.attention_dropout_rate > 0 and not deterministic
         if path != "reference" and (dropout or (self.logit_soft_cap > 0 and path != "blockwise")):
             raise CapabilityError(
