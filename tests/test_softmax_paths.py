@@ -5,6 +5,8 @@ reference path, which implementation `auto` picks where, and the blockwise path'
 from __future__ import annotations
 
 import functools
+import runpy
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -236,3 +238,16 @@ def test_blockwise_gradient_memory_is_a_fraction_of_the_reference():
     reference, tiled = temp_bytes("reference"), temp_bytes("blockwise")
     assert reference >= 4096 * 4096 * 4  # at least one [L, L] float32 matrix
     assert tiled * 8 <= reference, (tiled, reference)
+
+
+# ------------------------------------------------------------------ the GPU check script
+
+
+def test_gpu_check_script_runs_in_smoke_mode(capsys):
+    """scripts/gpu_attention_check.py --smoke: the whole script at tiny shapes (on CPU)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_attention_check.py"
+    main = runpy.run_path(str(script))["main"]
+    assert main(["--smoke"]) == 0
+    printed = capsys.readouterr().out
+    assert "all checks pass" in printed and "| left-padded alibi | blockwise |" in printed
+    assert "| auto | blockwise |" in printed and "FlashAttention" in printed

@@ -21,6 +21,7 @@ See attnjax/attention/_fused.py and _blockwise.py.
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import jax
@@ -90,7 +91,9 @@ class Softmax(AttentionBase):
             if self.implementation == "auto" and path == "cudnn":
                 try:  # cuDNN refuses some shapes at trace time: fall back to XLA
                     return _fused.cudnn_attention(q, k, v, mask, causal, bias)
-                except (NotImplementedError, RuntimeError, ValueError):
+                except (NotImplementedError, RuntimeError, ValueError) as e:
+                    warnings.warn(f"softmax auto: cuDNN refused {q.shape} {q.dtype} ({e}); "
+                                  "using XLA", stacklevel=2)
                     path = "xla"
             return _fused.KERNELS[path](q, k, v, mask, causal, bias)  # [B, Lq, H, D]
         full_mask = combine_masks(mask, causal, q.shape[1], k.shape[1])  # [B|1, 1, Lq, Lk]
