@@ -218,6 +218,34 @@ def test_fused_xla_kernel_matches_blockwise():
         np.testing.assert_allclose(xla, tiled, atol=1e-5)
 
 
+def test_prefix_masks_become_lengths():
+    lengths, is_prefix = _fused.prefix_lengths(jnp.asarray([[1, 1, 0, 0], [1, 1, 1, 1]], bool))
+    assert lengths.tolist() == [2, 4] and bool(is_prefix)
+    _, is_prefix = _fused.prefix_lengths(_key_mask(13))  # row 1 is left-padded
+    assert not bool(is_prefix)
+
+
+def test_cudnn_wrapper_logic_with_xla_standing_in(monkeypatch):
+    """cudnn_attention's own logic (prefix mask -> lengths, any other mask -> dense, blind
+    rows -> 0, bias cast and broadcast) on CPU, with jax's XLA implementation standing in
+    for the cuDNN kernel, which needs an NVIDIA GPU (scripts/gpu_attention_check.py)."""
+    real = jax.nn.dot_product_attention
+
+    def stand_in(*args, implementation=None, **kwargs):
+        assert implementation == "cudnn"
+        return real(*args, implementation="xla", **kwargs)
+
+    monkeypatch.setattr(jax.nn, "dot_product_attention", stand_in)
+    q, k, v = _inputs(13, 13, 2)
+    right = jnp.asarray(np.arange(13)[None] < np.asarray([[9], [0]]))  # row 1: no real key
+    for mask in (right, _key_mask(13)):
+        for causal in (False, True):
+            got = jax.jit(_fused.cudnn_attention, static_argnums=4)(q, k, v, mask, causal,
+                                                                    _alibi(13, 13)[0])
+            want = blockwise_attention(q, k, v, mask=mask, causal=causal, bias=_alibi(13, 13))
+            np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 # ------------------------------------------------------------------ memory
 
 

@@ -109,6 +109,12 @@ def _cudnn_bias(bias, q, k):
     return jnp.broadcast_to(bias, (*bias.shape[:2], q.shape[1], k.shape[1]))  # [bB, bH, Lq, Lk]
 
 
+def prefix_lengths(mask):
+    """(lengths int32 [B], whether every row of the [B, Lk] mask is True then False only)."""
+    lengths = jnp.sum(mask, axis=-1, dtype=jnp.int32)  # [B]
+    return lengths, jnp.all(mask == (jnp.arange(mask.shape[1])[None] < lengths[:, None]))
+
+
 def cudnn_attention(q, k, v, mask, causal: bool, bias):
     """cuDNN flash attention; lengths for prefix masks, the dense mask otherwise."""
     bias = _cudnn_bias(bias, q, k)
@@ -120,8 +126,7 @@ def cudnn_attention(q, k, v, mask, causal: bool, bias):
 
     if mask is None:
         return dense(q, k, v, bias).astype(q.dtype)
-    lengths = jnp.sum(mask, axis=-1, dtype=jnp.int32)  # [B]
-    is_prefix = jnp.all(mask == (jnp.arange(mask.shape[1])[None] < lengths[:, None]))
+    lengths, is_prefix = prefix_lengths(mask)
 
     def with_lengths(q, k, v, bias):
         # a sequence with no real key would give a row of NaN: give it one key, zeroed below
