@@ -158,6 +158,14 @@ class AttentionBase(nn.Module):
                     f"{name}: mask must be [batch, kv_len] = {(batch, kv_len)}, got {mask.shape}"
                 )
 
+    def reference_required(self, deterministic: bool) -> bool:
+        """Whether a variant with faster paths must take its reference (explicit-weights) path:
+        when the caller records the weights (`apply(..., mutable="intermediates")`, as the
+        heatmaps do; `init` does not record) or attention dropout is active."""
+        records = (self.capabilities.attention_weights
+                   and self.is_mutable_collection("intermediates"))
+        return records or (self.attention_dropout_rate > 0 and not deterministic)
+
     # ------------------------------------------------------------------ shared maths
     def attention_weights(self, logits, mask, *, bias=None, deterministic=True,
                           normalize=None):

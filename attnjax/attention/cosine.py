@@ -8,7 +8,8 @@ learned log_scale per head, initialised to log(init_scale). As in Swin-V2: init 
 clamped to at most 100. The logits are bounded by τ, so attention cannot saturate from large
 q/k norms, and the output is invariant to rescaling q or k. A zero vector has cosine 0 with
 everything: vectors are divided by max(‖x‖, eps).
-Complexity: time O(L_q · L_k · d) per head, memory O(L_q · L_k) for the weights.
+Complexity: time O(L_q · L_k · d) per head, memory O(L_q · L_k) for the weights (reference path;
+O(block² + L · d) on the default tiled path, see _scored.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import math
 import jax.numpy as jnp
 from jax import lax
 
-from attnjax.attention._scored import ScoredAttention, dot_logits
+from attnjax.attention._scored import BlockwiseScored, dot_logits
 
 
 def l2_normalize(x, eps: float):
@@ -27,7 +28,7 @@ def l2_normalize(x, eps: float):
     return x * lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
-class Cosine(ScoredAttention):
+class Cosine(BlockwiseScored):
     """softmax(τ_h · cos(q, k)) v with τ_h = exp(min(log_scale_h, log max_scale)).
 
     Attributes:
@@ -43,14 +44,20 @@ class Cosine(ScoredAttention):
     def score_flops(self, q_len, kv_len, head_dim):
         return 2.0 * (q_len + kv_len) * head_dim  # ‖q‖, ‖k‖ and the division by them
 
-    def score(self, q, k):
-        heads = q.shape[2]
+    def _tau(self, heads):
         log_scale = self.param(
             "log_scale", lambda _, shape: jnp.full(shape, math.log(self.init_scale)), (heads,)
         )  # [H]
-        tau = jnp.exp(jnp.minimum(log_scale, math.log(self.max_scale)))  # [H]
+        return jnp.exp(jnp.minimum(log_scale, math.log(self.max_scale)))  # [H]
+
+    def score(self, q, k):
+        tau = self._tau(q.shape[2])
         cos = dot_logits(l2_normalize(q, self.eps), l2_normalize(k, self.eps))  # [B, H, Lq, Lk]
         return cos * tau[:, None, None]
+
+    def features(self, q, k):  # τ folded into the queries: (τ q̂)·k̂ᵀ
+        tau = self._tau(q.shape[2])
+        return l2_normalize(q, self.eps) * tau[:, None], l2_normalize(k, self.eps), 1.0
 
 
 VARIANT = Cosine

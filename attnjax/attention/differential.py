@@ -13,15 +13,21 @@ hidden keys), and attention dropout acts on the difference. The weights are not 
 are signed and their rows sum to 1 - λ, not the contract's distribution (attention_weights=False).
 A query with no visible key gets weights 0, output RMSNorm(0) = 0.
 Complexity: time O(Lq · Lk · d) (two maps of d/2 cost one of d, plus weights · v) and memory
-O(Lq · Lk) per head.
+O(Lq · Lk) per head (reference path; the default tiled path, see _scored.py, runs the two maps
+through the blockwise kernel, O(block² + L · d), and subtracts their outputs: (A1 - λ A2) v =
+A1 v - λ A2 v).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from attnjax.attention._blockwise import blockwise_attention
+from attnjax.attention._scored import takes_tiled_path
 from attnjax.attention.base import (
     AttentionBase,
     Capabilities,
@@ -40,9 +46,15 @@ class Differential(AttentionBase):
 
     Attributes:
       lambda_init: λ_init (the paper: 0.8 - 0.6 · exp(-0.3 · (layer - 1)) for layer 1, 2, ...).
+      implementation: 'auto' (tiled unless attention dropout is active), 'reference' or
+        'blockwise' (see _scored.BlockwiseScored).
+      block_size: query and key block of the tiled path.
     """
 
     lambda_init: float = 0.8
+    implementation: str = "auto"
+    block_size: int = 512
+    small_settings: ClassVar[dict] = {"block_size": 4}
 
     capabilities = Capabilities(attention_weights=False, logits=True)
 
@@ -65,6 +77,13 @@ class Differential(AttentionBase):
 
         q2 = q.reshape(batch, q_len, heads, 2, half)  # [B, Lq, H, 2, D/2]
         k2 = k.reshape(*k.shape[:3], 2, half)  # [B, Lk, KV, 2, D/2]
+        if takes_tiled_path(self, deterministic):
+            maps = [blockwise_attention(q2[..., i, :], k2[..., i, :], v.astype(jnp.float32),
+                                        mask=mask, causal=causal, bias=bias,
+                                        soft_cap=self.logit_soft_cap, block_size=self.block_size)
+                    for i in (0, 1)]  # 2 x [B, Lq, H, E] float32, each /√(D/2)
+            out = maps[0] - lam * maps[1]
+            return self._finish(out, scale).astype(q.dtype)
         logits = jnp.stack([scaled_dot_logits(q2[..., i, :], k2[..., i, :]) for i in (0, 1)],
                            axis=2)  # [B, H, 2, Lq, Lk]: /√(D/2)
         visible = combine_masks(mask, causal, q_len, kv_len)  # [B|1, 1, Lq, Lk] or None
@@ -81,8 +100,12 @@ class Differential(AttentionBase):
         weights = self.attention_weights(logits, visible, bias=bias, deterministic=deterministic,
                                          normalize=difference)  # [B, H, Lq, Lk], not recorded
         out = weighted_values(weights, v.astype(jnp.float32))  # [B, Lq, H, E] float32
+        return self._finish(out, scale).astype(q.dtype)
+
+    def _finish(self, out, scale):
+        """Per-head RMSNorm with the learned scale, times (1 - λ_init)."""
         out = out * jax.lax.rsqrt(jnp.mean(out * out, axis=-1, keepdims=True) + NORM_EPS) * scale
-        return (out * (1.0 - self.lambda_init)).astype(q.dtype)
+        return out * (1.0 - self.lambda_init)
 
 
 VARIANT = Differential

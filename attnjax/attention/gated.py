@@ -8,15 +8,20 @@ paper computes the gate from the layer's (normalised) input; a variant here only
 projected query, so the gate reads q (a per-head linear map of the same input).
 The gate at query i depends only on q_i: causality and padding are those of softmax attention;
 a query with no visible key outputs 0.
-Complexity: time O(Lq · Lk · d + Lq · d · d_v) and memory O(Lq · Lk) per head.
+Complexity: time O(Lq · Lk · d + Lq · d · d_v) and memory O(Lq · Lk) per head (reference path;
+O(block² + L · d) on the default tiled path, see _scored.py).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from attnjax.attention._blockwise import blockwise_attention
+from attnjax.attention._scored import takes_tiled_path
 from attnjax.attention.base import (
     AttentionBase,
     Capabilities,
@@ -28,7 +33,17 @@ from attnjax.attention.base import (
 
 
 class Gated(AttentionBase):
-    """softmax(q kᵀ / √d) v ⊙ sigmoid(q W_g + b_g), W_g and b_g per head."""
+    """softmax(q kᵀ / √d) v ⊙ sigmoid(q W_g + b_g), W_g and b_g per head.
+
+    Attributes:
+      implementation: 'auto' (tiled unless weights are recorded or attention dropout is
+        active), 'reference' or 'blockwise' (see _scored.BlockwiseScored).
+      block_size: query and key block of the tiled path.
+    """
+
+    implementation: str = "auto"
+    block_size: int = 512
+    small_settings: ClassVar[dict] = {"block_size": 4}
 
     capabilities = Capabilities(attention_weights=True, logits=True)
 
@@ -45,11 +60,15 @@ class Gated(AttentionBase):
             (heads, dim, value_dim),
         )  # W_g [H, D, E]
         gate_bias = self.param("gate_bias", nn.initializers.zeros, (heads, value_dim))  # [H, E]
-        weights = self.attention_weights(
-            scaled_dot_logits(q, k), combine_masks(mask, causal, q.shape[1], k.shape[1]),
-            bias=bias, deterministic=deterministic,
-        )  # [B, H, Lq, Lk] float32
-        out = weighted_values(weights, v).astype(jnp.float32)  # [B, Lq, H, E]
+        if takes_tiled_path(self, deterministic):
+            out = blockwise_attention(q, k, v, mask=mask, causal=causal, bias=bias,
+                                      soft_cap=self.logit_soft_cap, block_size=self.block_size)
+        else:
+            weights = self.attention_weights(
+                scaled_dot_logits(q, k), combine_masks(mask, causal, q.shape[1], k.shape[1]),
+                bias=bias, deterministic=deterministic,
+            )  # [B, H, Lq, Lk] float32
+            out = weighted_values(weights, v).astype(jnp.float32)  # [B, Lq, H, E]
         gate = jnp.einsum("bqhd,hde->bqhe", q.astype(jnp.float32), kernel) + gate_bias
         return (out * jax.nn.sigmoid(gate)).astype(q.dtype)  # [B, Lq, H, E]
 

@@ -15,7 +15,17 @@ cannot run in the mode gets a "skipped" row. A row that runs out of memory or fa
 
 Each row records ms_per_step (median over repeats), tokens_per_second (B·L per step),
 compiled_temp_bytes (XLA's temporaries for the step: `compiled.memory_analysis()`, any backend)
-and peak_memory_bytes (the device allocator's peak, GPU/TPU only; null on CPU). The allocator's
+and peak_memory_bytes (the device allocator's peak, GPU/TPU only; null on CPU). The forward
+alone is compiled and timed too (ms_forward), and both give achieved TFLOP/s and % of the
+device's peak FLOP/s for the dtype (`attnjax.hardware.peak_flops`; omitted, never guessed, for
+an unknown device or CPU). FLOPs convention: the forward is the variant's declared
+`flops(L, L, head_dim)` × batch × heads (mixer level: `flops(L, L, d_model)` × batch) — the
+same count as the model's FLOP budget, with no discount for causal masking (a causal kernel
+that skips masked tiles does about half of a dense variant's declared work, so its rate reads
+up to 2× the FlashAttention convention, which counts causal attention as half); forward +
+backward is 3 × the forward (backward ≈ 2 × forward; FlashAttention's papers use 3.5 ×, which
+would read 7/6 higher). `implementation` is the path a variant with several ran (softmax's
+`auto` resolved on this backend), null for the others. The allocator's
 peak cannot be reset, so where the device reports it every row runs in its own process
 (`--no-isolate` runs them in this one: the peak is then the process's high-water mark).
 Output: <out>/benchmark.json (rewritten atomically after every row) and a markdown table.
@@ -45,6 +55,8 @@ DEFAULT_VARIANTS = ("softmax", "linear", "local", "block_local", "performer", "r
 DEFAULT_SEQ_LENS = (256, 512, 1024, 2048)
 DTYPES = ("float32", "bfloat16")
 ROW_PREFIX = "BENCH_ROW "  # how an isolated child hands its row back on stdout
+FLOPS_CONVENTION = ("forward = the variant's declared flops(L, L, head_dim) x batch x heads "
+                    "(no causal discount); forward+backward = 3 x forward")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +94,55 @@ def _row(case: Case, status: str, reason: str | None = None, **measured) -> dict
         "attention": case.attention, "seq_len": case.seq_len, "batch_size": case.batch_size,
         "d_model": case.d_model, "num_heads": case.num_heads, "causal": case.causal,
         "ms_per_step": None, "tokens_per_second": None, "peak_memory_bytes": None,
-        "compiled_temp_bytes": None, "status": status, "reason": reason, **measured,
+        "compiled_temp_bytes": None, "implementation": None, "ms_forward": None,
+        "flops_forward": None, "tflops_forward": None, "peak_percent_forward": None,
+        "tflops_fwd_bwd": None, "peak_percent_fwd_bwd": None, "status": status,
+        "reason": reason, **measured,
     }
+
+
+FWD_BWD_FACTOR = 3.0  # forward + backward FLOPs = 3 x forward (see the module doc)
+
+
+def peak_flops(dtype: str) -> float | None:
+    """The first device's peak FLOP/s for dtype, from attnjax.hardware when it knows the
+    device; None otherwise (then no % of peak is shown)."""
+    import jax
+
+    try:
+        from attnjax.hardware import peak_flops as table
+    except ImportError:  # the peak table is not part of this build
+        return None
+    try:
+        peak = table(jax.local_devices()[0].device_kind, dtype)
+    except Exception:  # an unexpected signature or device: no number rather than a wrong one
+        return None
+    return float(peak) if peak else None
+
+
+def rates(flops_forward: float, ms_forward: float, ms_fwd_bwd: float,
+          peak: float | None) -> dict[str, float | None]:
+    """Achieved TFLOP/s of the forward and of forward + backward, and % of `peak` FLOP/s."""
+    out = {"flops_forward": flops_forward,
+           "tflops_forward": flops_forward / (ms_forward * 1e-3) / 1e12,
+           "tflops_fwd_bwd": FWD_BWD_FACTOR * flops_forward / (ms_fwd_bwd * 1e-3) / 1e12}
+    for key in ("forward", "fwd_bwd"):
+        tflops = out[f"tflops_{key}"]
+        out[f"peak_percent_{key}"] = None if not peak else 100.0 * tflops * 1e12 / peak
+    return out
+
+
+def _time(fn, args, repeats: int) -> float:
+    """Median seconds of fn(*args) over `repeats` calls after one warm-up call."""
+    import jax
+
+    jax.block_until_ready(fn(*args))  # warm-up
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def skip_reason(name: str, causal: bool) -> str | None:
@@ -124,8 +183,11 @@ def measure(case: Case) -> dict[str, Any]:
         params = variables.get("params", {})
         others = {k: v for k, v in variables.items() if k != "params"}
 
+        def forward(params, others, inputs):
+            return module.apply({"params": params, **others}, *inputs, causal=case.causal)
+
         def loss(params, others, inputs):
-            out = module.apply({"params": params, **others}, *inputs, causal=case.causal)
+            out = forward(params, others, inputs)
             return jnp.mean(jnp.square(out.astype(jnp.float32)))
 
         step = jax.jit(jax.value_and_grad(loss, argnums=(0, 2)))
@@ -134,13 +196,17 @@ def measure(case: Case) -> dict[str, Any]:
         analysis = compiled.memory_analysis()
         if analysis is not None:
             temp = int(analysis.temp_size_in_bytes)
-        jax.block_until_ready(compiled(params, others, inputs))  # warm-up
-        times = []
-        for _ in range(max(case.repeats, 1)):
-            start = time.perf_counter()
-            jax.block_until_ready(compiled(params, others, inputs))
-            times.append(time.perf_counter() - start)
-        seconds = statistics.median(times)
+        seconds = _time(compiled, (params, others, inputs), case.repeats)
+        forward_seconds = _time(jax.jit(forward).lower(params, others, inputs).compile(),
+                                (params, others, inputs), case.repeats)
+        implementation = None
+        if hasattr(module, "resolve_implementation"):  # what `auto` resolved to (softmax)
+            implementation = module.apply(variables, *inputs, causal=case.causal,
+                                          method="resolve_implementation")
+        if module.capabilities.level == "mixer":
+            flops = b * float(module.flops(length, length, case.d_model))
+        else:
+            flops = b * h * float(module.flops(length, length, case.d_model // h))
         stats = None
         try:
             stats = jax.local_devices()[0].memory_stats()
@@ -149,7 +215,9 @@ def measure(case: Case) -> dict[str, Any]:
         peak = int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
         return _row(case, "ok", ms_per_step=seconds * 1e3,
                     tokens_per_second=b * length / seconds, peak_memory_bytes=peak,
-                    compiled_temp_bytes=temp)
+                    compiled_temp_bytes=temp, implementation=implementation,
+                    ms_forward=forward_seconds * 1e3,
+                    **rates(flops, forward_seconds * 1e3, seconds * 1e3, peak_flops(case.dtype)))
     except Exception as e:  # one bad row never stops the benchmark
         message = f"{type(e).__name__}: {e}".strip()
         return _row(case, "oom" if _is_oom(message) else "error", message.splitlines()[0][:500])
@@ -176,16 +244,22 @@ def _mib(x) -> str:
     return "—" if x is None else f"{x / 2**20:,.1f}"
 
 
+def _num(x, fmt: str) -> str:
+    return "—" if x is None else format(x, fmt)
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| attention | seq_len | ms/step | tokens/s | peak MiB | temp MiB | status |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| attention | seq_len | ms/step | tokens/s | fwd TFLOP/s | fwd % peak | "
+             "fwd+bwd TFLOP/s | fwd+bwd % peak | peak MiB | temp MiB | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ms = "—" if r["ms_per_step"] is None else f"{r['ms_per_step']:.2f}"
-        tps = "—" if r["tokens_per_second"] is None else f"{r['tokens_per_second']:,.0f}"
         status = r["status"] + (f" ({r['reason']})" if r["reason"] else "")
-        lines.append(f"| {r['attention']} | {r['seq_len']} | {ms} | {tps} | "
-                     f"{_mib(r['peak_memory_bytes'])} | {_mib(r['compiled_temp_bytes'])} | "
-                     f"{status} |")
+        lines.append(
+            f"| {r['attention']} | {r['seq_len']} | {_num(r['ms_per_step'], '.2f')} | "
+            f"{_num(r['tokens_per_second'], ',.0f')} | {_num(r.get('tflops_forward'), '.3g')} | "
+            f"{_num(r.get('peak_percent_forward'), '.1f')} | "
+            f"{_num(r.get('tflops_fwd_bwd'), '.3g')} | {_num(r.get('peak_percent_fwd_bwd'), '.1f')}"
+            f" | {_mib(r['peak_memory_bytes'])} | {_mib(r['compiled_temp_bytes'])} | {status} |")
     return "\n".join(lines)
 
 
@@ -257,7 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) / "benchmark.json"
     report = {"kind": "attention", "device": device, "date": provenance.now(),
               "versions": provenance.versions(),
-              "command": shlex.join(["attnjax", "bench", "attention", *argv]), "rows": []}
+              "command": shlex.join(["attnjax", "bench", "attention", *argv]),
+              "dtype": args.dtype, "peak_flops": peak_flops(args.dtype),
+              "flops_convention": FLOPS_CONVENTION, "rows": []}
     rundir.atomic_write_json(out, report)
     for name in variants:
         for seq_len in seq_lens:
