@@ -38,9 +38,10 @@ def l2_normalize(x, eps: float = 1e-6):
 
 
 def delta_recurrent(q, k, v, beta):
-    """Token scan. q, k: [B, L, H, Dk]; v: [B, L, H, Dv]; beta: [B, L, H]. -> [B, L, H, Dv]."""
+    """Token scan. q, k: [B, L, H, Dk]; v: [B, L, H, Dv]; beta: [B, L, H].
+    Returns ([B, L, H, Dv], the final state S [B, H, Dk, Dv])."""
     batch, _, heads, dk = q.shape
-    state = jnp.zeros((batch, heads, dk, v.shape[-1]), jnp.float32)  # [B, H, Dk, Dv]
+    state = jnp.zeros((batch, heads, dk, v.shape[-1]), rec.compute_dtype(q, v))  # [B,H,Dk,Dv]
 
     def step(s, x):
         q_t, k_t, v_t, b_t = x  # [B, H, Dk], [B, H, Dk], [B, H, Dv], [B, H]
@@ -48,7 +49,8 @@ def delta_recurrent(q, k, v, beta):
         s = s + k_t[..., :, None] * (b_t[..., None] * (v_t - recalled))[..., None, :]
         return s, jnp.einsum("bhd,bhde->bhe", q_t, s)
 
-    return rec.scan_sequence(step, state, (q, k, v, beta))[1]
+    state, out = rec.scan_sequence(step, state, (q, k, v, beta))
+    return out, state
 
 
 def delta_chunked(q, k, v, beta, chunk_size: int):
@@ -72,7 +74,7 @@ def delta_chunked(q, k, v, beta, chunk_size: int):
         pseudo = u_n - jnp.einsum("bhcd,bhde->bhce", w_n, s)  # U = Ũ - W S_0
         return s + jnp.einsum("bhcd,bhce->bhde", k_n, pseudo), s
 
-    init = jnp.zeros((batch, heads, dk, v.shape[-1]), jnp.float32)
+    init = jnp.zeros((batch, heads, dk, v.shape[-1]), rec.compute_dtype(q, v))
     _, s0 = rec.scan_sequence(step, init, (w, u, kc))  # [B, n, H, Dk, Dv]
     pseudo = u - jnp.einsum("bnhcd,bnhde->bnhce", w, s0)  # [B, n, H, C, Dv]
     qk = jnp.where(~below.T, jnp.einsum("bnhid,bnhjd->bnhij", qc, kc), 0.0)  # tril(Q Kᵀ)
@@ -91,6 +93,7 @@ class DeltaNet(AttentionBase):
     mode: str = "chunked"
     chunk_size: int = 64
     small_settings: ClassVar[dict] = {"chunk_size": 5}  # chunk boundaries show at L = 13
+    recurrent_settings: ClassVar[dict] = {"mode": "recurrent"}  # sows S [B, H, D, E]
 
     capabilities = Capabilities(bidirectional=False, cross_attention=False)
 
@@ -112,12 +115,13 @@ class DeltaNet(AttentionBase):
         self.check_call(q, k, v, mask, causal, bias)
         rec.check_settings("deltanet", self.mode, self.chunk_size)
         heads, dim = q.shape[2], q.shape[3]
-        k32 = repeat_kv(k.astype(jnp.float32), heads)  # [B, L, H, D]
-        v32 = repeat_kv(v.astype(jnp.float32), heads)  # [B, L, H, E]
+        dtype = rec.compute_dtype(q)  # float32 (float64 for float64 inputs)
+        k32 = repeat_kv(k.astype(dtype), heads)  # [B, L, H, D]
+        v32 = repeat_kv(v.astype(dtype), heads)  # [B, L, H, E]
         w = self.param("beta_weight", nn.initializers.lecun_normal(-1, -2), (heads, dim))  # [H, D]
         b = self.param("beta_bias", nn.initializers.zeros, (heads,))  # [H]
         beta = jax.nn.sigmoid(jnp.einsum("blhd,hd->blh", k32, w) + b)  # [B, L, H]
-        q32 = l2_normalize(q.astype(jnp.float32))  # [B, L, H, D]
+        q32 = l2_normalize(q.astype(dtype))  # [B, L, H, D]
         k32 = l2_normalize(k32)
         if mask is not None:  # padded: β = 0 (no update), k = v = 0
             k32, v32 = rec.mask_keys(mask, k32, v32)
@@ -125,7 +129,8 @@ class DeltaNet(AttentionBase):
         if self.mode == "chunked":
             out = delta_chunked(q32, k32, v32, beta, self.chunk_size)
         else:
-            out = delta_recurrent(q32, k32, v32, beta)
+            out, state = delta_recurrent(q32, k32, v32, beta)
+            self.sow("intermediates", "recurrent_state", state)  # S [B, H, D, E]
         return out.astype(q.dtype)  # [B, L, H, E]
 
 
