@@ -297,3 +297,36 @@ def test_based_taylor_features_approximate_exp():
     s = (x * y).sum(-1) / np.sqrt(6)
     np.testing.assert_allclose(dot, 1 + s + s * s / 2, rtol=1e-5)
     assert attention.create("based").state_size(D) == (1 + 16 + 256) * (D + 1) + 2 * 64 * D
+
+
+def test_deltanet_chunked_form_has_no_triangular_solve_and_trains(tmp_path):
+    """The chunked form once used `lax.linalg.triangular_solve`, whose XLA:CPU kernel waits on
+    sub-tasks in the intra-op pool it runs on: with independent solves in flight (2 layers and
+    their gradients) every worker waited and a train step never returned (this run hung 2 of 2
+    times on 2 cores with that code). Now T is built from matmuls; the run is a subprocess with
+    a timeout, so a regression fails instead of hanging the suite."""
+    import subprocess
+
+    from tests.conftest import run_python
+
+    module = attention.create("deltanet", chunk_size=4)
+    q, k, v = _inputs()
+    params = _params(module, q, k, v, None, True)
+    grad = jax.grad(lambda q: module.apply(params, q, k, v, causal=True).sum())
+    assert "triangular_solve" not in str(jax.make_jaxpr(grad)(q))
+    code = f"""
+from attnjax import train
+from tests.conftest import tiny_config
+config = tiny_config(num_train_steps=6, eval_every_steps=6, checkpoint_every_steps=6,
+                     num_eval_batches=1, batch_size=64, **{{"model.attention": "deltanet",
+                     "model.attention_kwargs.chunk_size": 16, "model.num_layers": 2,
+                     "model.d_model": 64, "model.mlp_dim": 64, "task.seq_len": 32}})
+summary = train.train_and_evaluate(config, {str(tmp_path)!r})
+print(summary["status"], summary["step"])
+"""
+    try:
+        proc = run_python(code, timeout=150)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deltanet's chunked train steps stalled (no result in 150 s)")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["done", "6"], proc.stdout

@@ -12,8 +12,9 @@ Two forms (`mode`), equal up to rounding:
   chunked:   chunks of C. Inside a chunk the updates are S_r = S_0 + Σ_{i<=r} k_iᵀ u_i with
              pseudo-values u_i = β_i (v_i - k_i S_0 - Σ_{j<i} (k_i·k_j) u_j), i.e.
              U = T diag(β) (V - K S_0),  T = (I + tril(diag(β) K Kᵀ, -1))^{-1}
-             (the UT transform: one unit-lower-triangular solve per chunk for W = T diag(β) K,
-             Ũ = T diag(β) V, independent of the state). Across chunks a scan carries S:
+             (the UT transform: T per chunk by block doubling, log2 C rounds of matmuls,
+             then W = T diag(β) K, Ũ = T diag(β) V, independent of the state). Across
+             chunks a scan carries S:
              U = Ũ - W S_0,  O = Q S_0 + tril(Q Kᵀ) U,  S_C = S_0 + Kᵀ U.
              Time O(L · C · d + L · d²), memory O(L · C + (L / C) · d²) per head;
   recurrent: a scan over tokens, time O(L · d²), state d² per head.
@@ -53,6 +54,32 @@ def delta_recurrent(q, k, v, beta):
     return out, state
 
 
+def unit_lower_inverse(a):
+    """(I + a)^{-1} for strictly lower-triangular a [..., C, C], by block doubling: with the
+    inverses T1, T2 of two adjacent diagonal blocks, the merged block's inverse is
+    [[T1, 0], [-T2 A21 T1, T2]] (A21 the block below the diagonal). log2 C rounds of batched
+    matmuls; C is padded to a power of two with zero rows (the top-left C x C block's inverse
+    is unchanged). Plain matmuls rather than `lax.linalg.triangular_solve`: on XLA:CPU that
+    custom call fans its batch out onto the intra-op thread pool it already runs on and waits,
+    so independent solves running at once (a train step's layers and their gradients) can
+    occupy every worker and deadlock the step (seen on 2 cores, jaxlib 0.10)."""
+    c, batch = a.shape[-1], a.shape[:-2]
+    size = 1 << (c - 1).bit_length()  # the next power of two >= C
+    a = jnp.pad(a, [(0, 0)] * len(batch) + [(0, size - c)] * 2)  # [..., P, P]
+    inv = jnp.ones((*batch, size, 1, 1), a.dtype)  # inverses of the 1 x 1 diagonal blocks
+    s = 1
+    while s < size:
+        n = size // (2 * s)  # pairs of s x s blocks merging into 2s x 2s ones
+        blocks = a.reshape(*batch, n, 2 * s, n, 2 * s)
+        diag = jnp.moveaxis(jnp.diagonal(blocks, axis1=-4, axis2=-2), -1, -3)  # [..., n, 2s, 2s]
+        t1, t2 = inv[..., 0::2, :, :], inv[..., 1::2, :, :]  # [..., n, s, s]
+        lower = -t2 @ diag[..., s:, :s] @ t1  # -T2 A21 T1
+        inv = jnp.concatenate([jnp.concatenate([t1, jnp.zeros_like(t1)], -1),
+                               jnp.concatenate([lower, t2], -1)], -2)  # [..., n, 2s, 2s]
+        s *= 2
+    return inv[..., 0, :c, :c]  # [..., C, C]
+
+
 def delta_chunked(q, k, v, beta, chunk_size: int):
     """The chunked (UT transform) form of `delta_recurrent`, chunks of C = min(chunk_size, L)."""
     batch, length, heads, dk = q.shape
@@ -66,7 +93,7 @@ def delta_chunked(q, k, v, beta, chunk_size: int):
     kk = jnp.einsum("bnhid,bnhjd->bnhij", kc, kc)  # [B, n, H, C, C]
     a = jnp.where(below, bc * kk, 0.0)  # tril(diag(β) K Kᵀ, -1)
     rhs = bc * jnp.concatenate([kc, vc], axis=-1)  # diag(β) [K V]: [B, n, H, C, Dk + Dv]
-    wu = jax.lax.linalg.triangular_solve(a, rhs, left_side=True, lower=True, unit_diagonal=True)
+    wu = unit_lower_inverse(a) @ rhs  # T diag(β) [K V]
     w, u = wu[..., :dk], wu[..., dk:]  # W = T diag(β) K, Ũ = T diag(β) V
 
     def step(s, x):  # s: [B, H, Dk, Dv], the state before this chunk
@@ -103,9 +130,10 @@ class DeltaNet(AttentionBase):
         if self.mode == "recurrent":
             return norms + 6.0 * q_len * d * d  # k S, the rank-1 update, q S
         c = min(self.chunk_size, q_len)
-        # per token, multiply-adds: K Kᵀ, Q Kᵀ, tril(Q Kᵀ) U (C·d each), the triangular solve
-        # (~C·2d / 2); W S, Kᵀ U, Q S (d² each)
-        return norms + q_len * (8.0 * c * d + 6.0 * d * d)
+        p = 1 << (c - 1).bit_length()  # T's size, padded to a power of two
+        # per token, multiply-adds: K Kᵀ, Q Kᵀ, tril(Q Kᵀ) U (C·d each), T [K V] (C·2d), T by
+        # block doubling (~P²/3); W S, Kᵀ U, Q S (d² each)
+        return norms + q_len * (10.0 * c * d + 2.0 * p * p / 3.0 + 6.0 * d * d)
 
     def state_size(self, head_dim):
         return head_dim * head_dim  # S
