@@ -27,9 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-
-def compute_dtype(x):
-    return jnp.promote_types(x.dtype, jnp.float32)
+from attnjax.attention._recurrence import compute_dtype  # noqa: F401 - re-exported
 
 
 def zero_padded(x, mask):

@@ -26,6 +26,12 @@ import jax.numpy as jnp
 MODES = ("chunked", "recurrent")
 
 
+def compute_dtype(*xs):
+    """The arithmetic dtype of the recurrences: float32 for float32/bfloat16 inputs, float64 for
+    float64 ones (under jax x64, so forms can be compared to ~1e-12)."""
+    return jnp.promote_types(jnp.result_type(*xs), jnp.float32)
+
+
 def check_settings(name: str, mode: str, chunk_size: int, modes=MODES) -> None:
     if mode not in modes:
         raise ValueError(f"{name} mode {mode!r} not in {modes}")
@@ -68,9 +74,9 @@ def scan_sequence(step, init, xs):
 
 def decay_recurrent(q, k, v, log_decay, strict: bool = False):
     """Token-by-token form. q, k: [B, L, H, Dk]; v: [B, L, H, Dv]; log_decay: [B, L, H, G] with
-    G = Dk or 1 (float32, <= 0). Returns [B, L, H, Dv]."""
+    G = Dk or 1 (<= 0). Returns ([B, L, H, Dv], the final state S [B, H, Dk, Dv])."""
     batch, _, heads, dk = q.shape
-    state = jnp.zeros((batch, heads, dk, v.shape[-1]), jnp.float32)  # [B, H, Dk, Dv]
+    state = jnp.zeros((batch, heads, dk, v.shape[-1]), compute_dtype(q, v))  # [B, H, Dk, Dv]
 
     def step(s, x):
         q_t, k_t, v_t, g_t = x  # [B, H, Dk], [B, H, Dk], [B, H, Dv], [B, H, G]
@@ -82,7 +88,8 @@ def decay_recurrent(q, k, v, log_decay, strict: bool = False):
             out = jnp.einsum("bhd,bhde->bhe", q_t, s)
         return s, out  # out: [B, H, Dv]
 
-    return scan_sequence(step, state, (q, k, v, log_decay))[1]
+    state, out = scan_sequence(step, state, (q, k, v, log_decay))
+    return out, state
 
 
 def decay_chunked(q, k, v, log_decay, chunk_size: int, strict: bool = False):
@@ -113,7 +120,7 @@ def decay_chunked(q, k, v, log_decay, chunk_size: int, strict: bool = False):
         dec, kv = x
         return dec * s + kv, s
 
-    init = jnp.zeros((batch, heads, dk, v.shape[-1]), jnp.float32)
+    init = jnp.zeros((batch, heads, dk, v.shape[-1]), compute_dtype(q, v))
     _, s0 = scan_sequence(step, init, (chunk_decay, chunk_kv))  # [B, n, H, Dk, Dv]
     inter = jnp.einsum("bnrhd,bnhde->bnrhe", qc * jnp.exp(b), s0)  # [B, n, C, H, Dv]
     return from_chunks(intra + inter, length)  # [B, L, H, Dv]

@@ -10,7 +10,9 @@ sums the two directions' hidden states (so both modes have the same output width
 from d_model the result is projected back to d_model. A padded position (mask False) leaves the
 carry unchanged, in either direction, so padded inputs reach no output at a real position and a
 padded sequence gives, at its real positions, what its real tokens alone give.
-All arithmetic is in float32; the result is cast back to x's dtype.
+All arithmetic is in float32 (float64 for float64 inputs); the result is cast back to x's dtype.
+The scan is the recurrent form (`recurrent_settings = {}`): with causal=True the final carry
+((h,) or (h, c), each [B, H]) is sown as `intermediates/recurrent_state`.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def masked_scan(cell, carry, gates_x, mask, *, reverse: bool):
         return new, new[0]
 
     time_major = (jnp.swapaxes(gates_x, 0, 1), jnp.swapaxes(mask, 0, 1))  # [L, B, G, H], [L, B]
-    _, hidden = jax.lax.scan(step, carry, time_major, reverse=reverse)  # [L, B, H]
-    return jnp.swapaxes(hidden, 0, 1)  # [B, L, H]
+    carry, hidden = jax.lax.scan(step, carry, time_major, reverse=reverse)  # [L, B, H]
+    return carry, jnp.swapaxes(hidden, 0, 1)  # [B, L, H]
 
 
 class RecurrentMixer(AttentionBase):
@@ -69,6 +71,7 @@ class RecurrentMixer(AttentionBase):
     carry_size: ClassVar[int] = 1
     capabilities = Capabilities(level="mixer", cross_attention=False)
     small_settings: ClassVar[dict] = {"hidden_dim": 6}  # != d_model: exercises the projection
+    recurrent_settings: ClassVar[dict] = {}  # only ever a scan
 
     bias_init: ClassVar = staticmethod(nn.initializers.zeros_init())
 
@@ -100,11 +103,12 @@ class RecurrentMixer(AttentionBase):
                              f"{self.hidden_dim}")
         batch, length, d_model = x.shape
         hidden, gates = self.hidden_dim or d_model, self.num_gates
-        x32 = x.astype(jnp.float32)  # [B, L, d]
+        dtype = jnp.promote_types(x.dtype, jnp.float32)  # float64 inputs stay float64
+        x32 = x.astype(dtype)  # [B, L, d]
         if mask is not None:
             x32 = jnp.where(mask[..., None], x32, 0.0)  # padded steps are skipped anyway
 
-        out = jnp.zeros((batch, length, hidden), jnp.float32)  # [B, L, H]
+        out = jnp.zeros((batch, length, hidden), dtype)  # [B, L, H]
         for direction in ("forward",) if causal else ("forward", "backward"):
             gates_x = nn.Dense(
                 gates * hidden, bias_init=self.bias_init, name=f"{direction}_input"
@@ -112,9 +116,13 @@ class RecurrentMixer(AttentionBase):
             recurrent = self.param(
                 f"{direction}_recurrent", gate_orthogonal, (hidden, gates, hidden)
             )  # [H, G, H]
-            carry = tuple(jnp.zeros((batch, hidden), jnp.float32) for _ in range(self.carry_size))
+            carry = tuple(jnp.zeros((batch, hidden), dtype) for _ in range(self.carry_size))
             cell = lambda c, g, u=recurrent: self.cell(u, c, g)
-            out = out + masked_scan(cell, carry, gates_x, mask, reverse=direction == "backward")
+            carry, hidden_states = masked_scan(cell, carry, gates_x, mask,
+                                               reverse=direction == "backward")
+            out = out + hidden_states
+            if causal:  # the decoder's state: (h,) or (h, c), each [B, H]
+                self.sow("intermediates", "recurrent_state", carry)
         if hidden != d_model:
             out = nn.Dense(d_model, name="output")(out)  # [B, L, d]
         return out.astype(x.dtype)

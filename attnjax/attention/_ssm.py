@@ -1,7 +1,8 @@
-"""The diagonal state space model of S4D, shared by s4d and h3. Not a variant.
+"""State-space machinery shared by s4d, h3, mamba, mamba2 and rwkv6. Not a variant.
 
-Gu, Gupta, Goel, Ré 2022, "On the Parameterization and Initialization of Diagonal State Space
-Models" (arXiv:2206.11893). Per channel c, a continuous SSM x' = A x + B u, y = 2 Re(C x) with
+1. The diagonal SSM of S4D (s4d, h3): Gu, Gupta, Goel, Ré 2022, "On the Parameterization and
+Initialization of Diagonal State Space Models" (arXiv:2206.11893).
+Per channel c, a continuous SSM x' = A x + B u, y = 2 Re(C x) with
 A diagonal complex: M = N / 2 modes (N = `state_dim`, the paper's state size: the conjugate
 modes are implied by taking 2 Re, so the real system has N states). B = 1 (fixed, absorbed
 into C); step Δ_c = exp(log_dt_c). Zero-order hold gives
@@ -13,6 +14,13 @@ Initialisations (`a_init`): 'lin' (S4D-Lin, A_m = -1/2 + iπm), 'inv' (S4D-Inv,
 A_m = -1/2 + i (N/π)(N/(2m+1) - 1)), 'real' (S4D-Real, A_m = -(m + 1), M real modes); log Δ
 uniform in [log dt_min, log dt_max]; C complex normal (variance 1/2 per part). Re A is kept
 negative as -exp(param).
+
+2. The selective-SSM helpers (mamba, mamba2, rwkv6): the short causal depthwise convolution
+in its two forms (`causal_conv`, all at once; `conv_recurrent`, token by token from a buffer of
+the last W - 1 inputs, the decoder's conv state [B, W - 1, C]), both on _longconv's short conv
+with the kernel stored time-major (w_{W-1} multiplies the current input); Mamba's initialisers
+(the step size Δ's bias: inverse softplus of Δ ~ logU[Δ_min, Δ_max]; symmetric uniforms,
+PyTorch's Conv1d default U(±1/√W)) and the padding rule (`mask_steps`).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from attnjax.attention._longconv import short_conv, short_conv_step
 from attnjax.attention._recurrence import scan_sequence
 
 INITS = ("lin", "inv", "real")
@@ -113,3 +122,47 @@ def recurrence(u, dt_a, c_bar):
 def recurrence_flops(length: int, channels: int, state_dim: int) -> float:
     """Per token, channel and mode: Ā s + u (complex multiply-add, 8) and Re(C s) (4)."""
     return 12.0 * length * channels * state_dim / 2
+
+
+def causal_conv(x, kernel, bias):
+    """x: [B, L, C]; kernel: [W, C] (w_{W-1} multiplies the current input); bias: [C]."""
+    return short_conv(x, kernel[::-1], bias, causal=True)  # [B, L, C]
+
+
+def conv_recurrent(x, kernel, bias):
+    """Token-by-token `causal_conv`. Returns ([B, L, C], the last W - 1 inputs [B, W - 1, C])."""
+    buffer = jnp.zeros((x.shape[0], kernel.shape[0] - 1, x.shape[2]), x.dtype)  # oldest first
+    step = lambda buf, x_t: short_conv_step(buf, x_t, kernel[::-1], bias)
+    buffer, out = scan_sequence(step, buffer, x)
+    return out, buffer
+
+
+def symmetric_uniform(bound: float):
+    """U(-bound, bound): e.g. PyTorch's Conv1d default for a depthwise kernel [W, C] and its
+    bias (bound 1/√W, fan-in W), or Mamba's Δ projection (bound R^-1/2)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def step_bias_init(dt_min: float = 1e-3, dt_max: float = 1e-1, floor: float = 1e-4):
+    """Bias b with softplus(b) = Δ ~ logU[dt_min, dt_max] (clamped below at `floor`)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        u = jax.random.uniform(key, shape, dtype, math.log(dt_min), math.log(dt_max))
+        dt = jnp.maximum(jnp.exp(u), floor)
+        return dt + jnp.log(-jnp.expm1(-dt))  # softplus⁻¹(dt)
+
+    return init
+
+
+def mask_steps(mask, x, dt):
+    """Padded positions: the conv input x [B, L, C] is 0 and the step Δ [B, L, ...] is 0, so
+    the SSM state passes them unchanged (exp(0 · A) = 1, no input) and nothing at a real
+    position depends on a padded input."""
+    if mask is None:
+        return x, dt
+    real = mask.reshape(*mask.shape, *([1] * (dt.ndim - 2)))
+    return jnp.where(mask[..., None], x, 0.0), jnp.where(real, dt, 0.0)

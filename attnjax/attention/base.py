@@ -84,8 +84,10 @@ class AttentionBase(nn.Module):
     # Small settings that exercise the variant's structure (windows, blocks, chunks, features)
     # at test sizes (length ~13, head_dim 8); contract tests and tiny runs use them.
     small_settings: ClassVar[dict] = {}
-    # settings selecting the causal token-by-token form that sows "recurrent_state"
-    # (None: no fixed-size recurrence)
+    # Settings that select the variant's causal token-by-token (recurrent) form, e.g.
+    # {"mode": "recurrent"} ({} if it is only ever a scan); None = no such form. In that form
+    # with causal=True the variant sows its final state: self.sow("intermediates",
+    # "recurrent_state", state), every leaf [batch, ...]; state_size() counts its floats.
     recurrent_settings: ClassVar[dict | None] = None
 
     # ------------------------------------------------------------------ declared costs
@@ -95,8 +97,10 @@ class AttentionBase(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must declare flops()")
 
     def state_size(self, head_dim: int) -> int | None:
-        """Numbers a causal decoder keeps per head between tokens; None = grows with the
-        sequence (a KV cache of 2 · length · head_dim)."""
+        """Numbers a causal decoder keeps per head between tokens (per sequence for mixer-level
+        variants, called with head_dim = d_model); None = grows with the sequence (a KV cache
+        of 2 · length · head_dim). With `recurrent_settings`, it is the float count of the sown
+        recurrent state / batch (/ heads at the attention level)."""
         return None
 
     # ------------------------------------------------------------------ checks
@@ -212,8 +216,9 @@ def combine_masks(mask, causal: bool, q_len: int, kv_len: int):
 
 
 def masked_softmax(logits, mask):
-    """Softmax over the last axis in float32; fully-masked rows give zeros, never NaN."""
-    logits = logits.astype(jnp.float32)
+    """Softmax over the last axis in float32 (float64 if the logits are); fully-masked rows
+    give zeros, never NaN."""
+    logits = logits.astype(jnp.promote_types(logits.dtype, jnp.float32))  # float64 stays
     if mask is None:
         return nn.softmax(logits, axis=-1)
     big_neg = jnp.finfo(jnp.float32).min

@@ -69,14 +69,16 @@ def window_softmax(q, k, v, real, window: int, causal: bool):
 
 def based_recurrent(fq, fk, q, k, v, real, window: int, eps: float):
     """Token scan of both parts. fq, fk: [B, L, H, F]; q, k: [B, L, H, D]; v: [B, L, H, E]
-    (fk, v zeroed at padded keys); real: [B, L]. Returns [B, L, H, E]."""
+    (fk, v zeroed at padded keys); real: [B, L]. Returns ([B, L, H, E], the final state
+    (S, z, keys, values, slot flags))."""
     batch, _, heads, feats = fq.shape
     dim, dv = q.shape[-1], v.shape[-1]
+    dtype = rec.compute_dtype(q, v)
     init = (
-        jnp.zeros((batch, heads, feats, dv), jnp.float32),  # S = Σ φ(k) vᵀ
-        jnp.zeros((batch, heads, feats), jnp.float32),  # z = Σ φ(k)
-        jnp.zeros((batch, window, heads, dim), jnp.float32),  # last w keys
-        jnp.zeros((batch, window, heads, dv), jnp.float32),  # last w values
+        jnp.zeros((batch, heads, feats, dv), dtype),  # S = Σ φ(k) vᵀ
+        jnp.zeros((batch, heads, feats), dtype),  # z = Σ φ(k)
+        jnp.zeros((batch, window, heads, dim), dtype),  # last w keys
+        jnp.zeros((batch, window, heads, dv), dtype),  # last w values
         jnp.zeros((batch, window), bool),  # which cache slots hold a real key
     )
 
@@ -95,7 +97,8 @@ def based_recurrent(fq, fk, q, k, v, real, window: int, eps: float):
         weights = masked_softmax(logits, mc[:, None, :])
         return (s, z, kc, vc, mc), linear + jnp.einsum("bhw,bwhe->bhe", weights, vc)
 
-    return rec.scan_sequence(step, init, (fq, fk, q, k, v, real))[1]
+    state, out = rec.scan_sequence(step, init, (fq, fk, q, k, v, real))
+    return out, state
 
 
 class Based(AttentionBase):
@@ -115,6 +118,9 @@ class Based(AttentionBase):
     window_size: int = 64
     eps: float = 1e-6
     small_settings: ClassVar[dict] = {"chunk_size": 5, "feature_dim": 4, "window_size": 4}
+    # sows (S, z, last w keys, last w values, w slot flags); the flags (booleans, equivalent
+    # to a token counter) are bookkeeping, not floats, so state_size leaves them out
+    recurrent_settings: ClassVar[dict] = {"mode": "recurrent"}
 
     # the window needs query and key positions on one axis: no cross attention
     capabilities = Capabilities(cross_attention=False)
@@ -144,9 +150,10 @@ class Based(AttentionBase):
         if self.window_size < 1 or self.feature_dim < 1:
             raise ValueError("based window_size and feature_dim must be >= 1")
         batch, length, heads, dim = q.shape
-        q32 = q.astype(jnp.float32)  # [B, L, H, D]
-        k32 = repeat_kv(k.astype(jnp.float32), heads)  # [B, L, H, D]
-        v32 = repeat_kv(v.astype(jnp.float32), heads)  # [B, L, H, E]
+        dtype = rec.compute_dtype(q)  # float32 (float64 for float64 inputs)
+        q32 = q.astype(dtype)  # [B, L, H, D]
+        k32 = repeat_kv(k.astype(dtype), heads)  # [B, L, H, D]
+        v32 = repeat_kv(v.astype(dtype), heads)  # [B, L, H, E]
         real = jnp.ones((batch, length), bool) if mask is None else mask  # [B, L]
 
         init = nn.initializers.lecun_normal(batch_axis=(0,))  # fan-in per head
@@ -157,7 +164,9 @@ class Based(AttentionBase):
         fk, v_lin = rec.mask_keys(mask, fk, v32)  # padded keys: out of the linear sums
 
         if causal and self.mode == "recurrent":
-            out = based_recurrent(fq, fk, q32, k32, v_lin, real, self.window_size, self.eps)
+            out, state = based_recurrent(fq, fk, q32, k32, v_lin, real, self.window_size,
+                                         self.eps)
+            self.sow("intermediates", "recurrent_state", state)
             return out.astype(q.dtype)
         if causal:
             num, den = causal_sums(fq, fk, v_lin, self.chunk_size)  # [B,L,H,E], [B,L,H]

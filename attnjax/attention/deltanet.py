@@ -12,8 +12,9 @@ Two forms (`mode`), equal up to rounding:
   chunked:   chunks of C. Inside a chunk the updates are S_r = S_0 + Σ_{i<=r} k_iᵀ u_i with
              pseudo-values u_i = β_i (v_i - k_i S_0 - Σ_{j<i} (k_i·k_j) u_j), i.e.
              U = T diag(β) (V - K S_0),  T = (I + tril(diag(β) K Kᵀ, -1))^{-1}
-             (the UT transform: one unit-lower-triangular solve per chunk for W = T diag(β) K,
-             Ũ = T diag(β) V, independent of the state). Across chunks a scan carries S:
+             (the UT transform: T per chunk by block doubling, log2 C rounds of matmuls,
+             then W = T diag(β) K, Ũ = T diag(β) V, independent of the state). Across
+             chunks a scan carries S:
              U = Ũ - W S_0,  O = Q S_0 + tril(Q Kᵀ) U,  S_C = S_0 + Kᵀ U.
              Time O(L · C · d + L · d²), memory O(L · C + (L / C) · d²) per head;
   recurrent: a scan over tokens, time O(L · d²), state d² per head.
@@ -38,9 +39,10 @@ def l2_normalize(x, eps: float = 1e-6):
 
 
 def delta_recurrent(q, k, v, beta):
-    """Token scan. q, k: [B, L, H, Dk]; v: [B, L, H, Dv]; beta: [B, L, H]. -> [B, L, H, Dv]."""
+    """Token scan. q, k: [B, L, H, Dk]; v: [B, L, H, Dv]; beta: [B, L, H].
+    Returns ([B, L, H, Dv], the final state S [B, H, Dk, Dv])."""
     batch, _, heads, dk = q.shape
-    state = jnp.zeros((batch, heads, dk, v.shape[-1]), jnp.float32)  # [B, H, Dk, Dv]
+    state = jnp.zeros((batch, heads, dk, v.shape[-1]), rec.compute_dtype(q, v))  # [B,H,Dk,Dv]
 
     def step(s, x):
         q_t, k_t, v_t, b_t = x  # [B, H, Dk], [B, H, Dk], [B, H, Dv], [B, H]
@@ -48,7 +50,34 @@ def delta_recurrent(q, k, v, beta):
         s = s + k_t[..., :, None] * (b_t[..., None] * (v_t - recalled))[..., None, :]
         return s, jnp.einsum("bhd,bhde->bhe", q_t, s)
 
-    return rec.scan_sequence(step, state, (q, k, v, beta))[1]
+    state, out = rec.scan_sequence(step, state, (q, k, v, beta))
+    return out, state
+
+
+def unit_lower_inverse(a):
+    """(I + a)^{-1} for strictly lower-triangular a [..., C, C], by block doubling: with the
+    inverses T1, T2 of two adjacent diagonal blocks, the merged block's inverse is
+    [[T1, 0], [-T2 A21 T1, T2]] (A21 the block below the diagonal). log2 C rounds of batched
+    matmuls; C is padded to a power of two with zero rows (the top-left C x C block's inverse
+    is unchanged). Plain matmuls rather than `lax.linalg.triangular_solve`: on XLA:CPU that
+    custom call fans its batch out onto the intra-op thread pool it already runs on and waits,
+    so independent solves running at once (a train step's layers and their gradients) can
+    occupy every worker and deadlock the step (seen on 2 cores, jaxlib 0.10)."""
+    c, batch = a.shape[-1], a.shape[:-2]
+    size = 1 << (c - 1).bit_length()  # the next power of two >= C
+    a = jnp.pad(a, [(0, 0)] * len(batch) + [(0, size - c)] * 2)  # [..., P, P]
+    inv = jnp.ones((*batch, size, 1, 1), a.dtype)  # inverses of the 1 x 1 diagonal blocks
+    s = 1
+    while s < size:
+        n = size // (2 * s)  # pairs of s x s blocks merging into 2s x 2s ones
+        blocks = a.reshape(*batch, n, 2 * s, n, 2 * s)
+        diag = jnp.moveaxis(jnp.diagonal(blocks, axis1=-4, axis2=-2), -1, -3)  # [..., n, 2s, 2s]
+        t1, t2 = inv[..., 0::2, :, :], inv[..., 1::2, :, :]  # [..., n, s, s]
+        lower = -t2 @ diag[..., s:, :s] @ t1  # -T2 A21 T1
+        inv = jnp.concatenate([jnp.concatenate([t1, jnp.zeros_like(t1)], -1),
+                               jnp.concatenate([lower, t2], -1)], -2)  # [..., n, 2s, 2s]
+        s *= 2
+    return inv[..., 0, :c, :c]  # [..., C, C]
 
 
 def delta_chunked(q, k, v, beta, chunk_size: int):
@@ -64,7 +93,7 @@ def delta_chunked(q, k, v, beta, chunk_size: int):
     kk = jnp.einsum("bnhid,bnhjd->bnhij", kc, kc)  # [B, n, H, C, C]
     a = jnp.where(below, bc * kk, 0.0)  # tril(diag(β) K Kᵀ, -1)
     rhs = bc * jnp.concatenate([kc, vc], axis=-1)  # diag(β) [K V]: [B, n, H, C, Dk + Dv]
-    wu = jax.lax.linalg.triangular_solve(a, rhs, left_side=True, lower=True, unit_diagonal=True)
+    wu = unit_lower_inverse(a) @ rhs  # T diag(β) [K V]
     w, u = wu[..., :dk], wu[..., dk:]  # W = T diag(β) K, Ũ = T diag(β) V
 
     def step(s, x):  # s: [B, H, Dk, Dv], the state before this chunk
@@ -72,7 +101,7 @@ def delta_chunked(q, k, v, beta, chunk_size: int):
         pseudo = u_n - jnp.einsum("bhcd,bhde->bhce", w_n, s)  # U = Ũ - W S_0
         return s + jnp.einsum("bhcd,bhce->bhde", k_n, pseudo), s
 
-    init = jnp.zeros((batch, heads, dk, v.shape[-1]), jnp.float32)
+    init = jnp.zeros((batch, heads, dk, v.shape[-1]), rec.compute_dtype(q, v))
     _, s0 = rec.scan_sequence(step, init, (w, u, kc))  # [B, n, H, Dk, Dv]
     pseudo = u - jnp.einsum("bnhcd,bnhde->bnhce", w, s0)  # [B, n, H, C, Dv]
     qk = jnp.where(~below.T, jnp.einsum("bnhid,bnhjd->bnhij", qc, kc), 0.0)  # tril(Q Kᵀ)
@@ -91,6 +120,7 @@ class DeltaNet(AttentionBase):
     mode: str = "chunked"
     chunk_size: int = 64
     small_settings: ClassVar[dict] = {"chunk_size": 5}  # chunk boundaries show at L = 13
+    recurrent_settings: ClassVar[dict] = {"mode": "recurrent"}  # sows S [B, H, D, E]
 
     capabilities = Capabilities(bidirectional=False, cross_attention=False)
 
@@ -100,9 +130,10 @@ class DeltaNet(AttentionBase):
         if self.mode == "recurrent":
             return norms + 6.0 * q_len * d * d  # k S, the rank-1 update, q S
         c = min(self.chunk_size, q_len)
-        # per token, multiply-adds: K Kᵀ, Q Kᵀ, tril(Q Kᵀ) U (C·d each), the triangular solve
-        # (~C·2d / 2); W S, Kᵀ U, Q S (d² each)
-        return norms + q_len * (8.0 * c * d + 6.0 * d * d)
+        p = 1 << (c - 1).bit_length()  # T's size, padded to a power of two
+        # per token, multiply-adds: K Kᵀ, Q Kᵀ, tril(Q Kᵀ) U (C·d each), T [K V] (C·2d), T by
+        # block doubling (~P²/3); W S, Kᵀ U, Q S (d² each)
+        return norms + q_len * (10.0 * c * d + 2.0 * p * p / 3.0 + 6.0 * d * d)
 
     def state_size(self, head_dim):
         return head_dim * head_dim  # S
@@ -112,12 +143,13 @@ class DeltaNet(AttentionBase):
         self.check_call(q, k, v, mask, causal, bias)
         rec.check_settings("deltanet", self.mode, self.chunk_size)
         heads, dim = q.shape[2], q.shape[3]
-        k32 = repeat_kv(k.astype(jnp.float32), heads)  # [B, L, H, D]
-        v32 = repeat_kv(v.astype(jnp.float32), heads)  # [B, L, H, E]
+        dtype = rec.compute_dtype(q)  # float32 (float64 for float64 inputs)
+        k32 = repeat_kv(k.astype(dtype), heads)  # [B, L, H, D]
+        v32 = repeat_kv(v.astype(dtype), heads)  # [B, L, H, E]
         w = self.param("beta_weight", nn.initializers.lecun_normal(-1, -2), (heads, dim))  # [H, D]
         b = self.param("beta_bias", nn.initializers.zeros, (heads,))  # [H]
         beta = jax.nn.sigmoid(jnp.einsum("blhd,hd->blh", k32, w) + b)  # [B, L, H]
-        q32 = l2_normalize(q.astype(jnp.float32))  # [B, L, H, D]
+        q32 = l2_normalize(q.astype(dtype))  # [B, L, H, D]
         k32 = l2_normalize(k32)
         if mask is not None:  # padded: β = 0 (no update), k = v = 0
             k32, v32 = rec.mask_keys(mask, k32, v32)
@@ -125,7 +157,8 @@ class DeltaNet(AttentionBase):
         if self.mode == "chunked":
             out = delta_chunked(q32, k32, v32, beta, self.chunk_size)
         else:
-            out = delta_recurrent(q32, k32, v32, beta)
+            out, state = delta_recurrent(q32, k32, v32, beta)
+            self.sow("intermediates", "recurrent_state", state)  # S [B, H, D, E]
         return out.astype(q.dtype)  # [B, L, H, E]
 
 

@@ -47,6 +47,7 @@ class GLA(AttentionBase):
     gate_rank: int = 16
     gate_temperature: float = 16.0
     small_settings: ClassVar[dict] = {"chunk_size": 5, "gate_rank": 4}
+    recurrent_settings: ClassVar[dict] = {"mode": "recurrent"}  # sows S [B, H, D, E]
 
     capabilities = Capabilities(bidirectional=False, cross_attention=False)
 
@@ -62,9 +63,10 @@ class GLA(AttentionBase):
         self.check_call(q, k, v, mask, causal, bias)
         rec.check_settings("gla", self.mode, self.chunk_size)
         heads, dim = q.shape[2], q.shape[3]
-        q32 = q.astype(jnp.float32) * dim**-0.5  # [B, L, H, D]
-        k32 = repeat_kv(k.astype(jnp.float32), heads)  # [B, L, H, D]
-        v32 = repeat_kv(v.astype(jnp.float32), heads)  # [B, L, H, E]
+        dtype = rec.compute_dtype(q)  # float32 (float64 for float64 inputs)
+        q32 = q.astype(dtype) * dim**-0.5  # [B, L, H, D]
+        k32 = repeat_kv(k.astype(dtype), heads)  # [B, L, H, D]
+        v32 = repeat_kv(v.astype(dtype), heads)  # [B, L, H, E]
 
         init = nn.initializers.lecun_normal(batch_axis=(0,))  # fan-in per head
         w1 = self.param("gate_down", init, (heads, dim, self.gate_rank))  # [H, D, r]
@@ -77,7 +79,8 @@ class GLA(AttentionBase):
         if self.mode == "chunked":
             out = rec.decay_chunked(q32, k32, v32, log_alpha, self.chunk_size)
         else:
-            out = rec.decay_recurrent(q32, k32, v32, log_alpha)
+            out, state = rec.decay_recurrent(q32, k32, v32, log_alpha)
+            self.sow("intermediates", "recurrent_state", state)  # S [B, H, D, E]
         return out.astype(q.dtype)  # [B, L, H, E]
 
 

@@ -68,6 +68,7 @@ class Retention(AttentionBase):
     group_norm: bool = True
     norm_eps: float = 1e-6
     small_settings: ClassVar[dict] = {"chunk_size": 5}  # chunk boundaries show at L = 13
+    recurrent_settings: ClassVar[dict] = {"mode": "recurrent"}  # sows S [B, H, D, E]
 
     # positions of queries and keys share one axis: no cross attention
     capabilities = Capabilities(cross_attention=False)
@@ -87,11 +88,12 @@ class Retention(AttentionBase):
         self.check_call(q, k, v, mask, causal, bias)
         rec.check_settings("retention", self.mode, self.chunk_size, MODES)
         batch, length, heads, dim = q.shape
-        q32 = q.astype(jnp.float32)  # [B, L, H, D]
-        k32 = repeat_kv(k.astype(jnp.float32), heads) * dim**-0.5  # [B, L, H, D]
-        v32 = repeat_kv(v.astype(jnp.float32), heads)  # [B, L, H, E]
+        dtype = rec.compute_dtype(q)  # float32 (float64 for float64 inputs)
+        q32 = q.astype(dtype)  # [B, L, H, D]
+        k32 = repeat_kv(k.astype(dtype), heads) * dim**-0.5  # [B, L, H, D]
+        v32 = repeat_kv(v.astype(dtype), heads)  # [B, L, H, E]
         k32, v32 = rec.mask_keys(mask, k32, v32)
-        log_gamma = head_log_decays(heads)  # [H]
+        log_gamma = head_log_decays(heads).astype(dtype)  # [H]
         if self.mode == "parallel":
             out = retention_parallel(q32, k32, v32, log_gamma, causal)  # [B, L, H, E]
         else:
@@ -100,7 +102,11 @@ class Retention(AttentionBase):
                 def run(*xs, strict=False):
                     return rec.decay_chunked(*xs, self.chunk_size, strict=strict)
             else:
-                run = rec.decay_recurrent
+                def run(*xs, strict=False):
+                    out, state = rec.decay_recurrent(*xs, strict=strict)
+                    if causal and not strict:  # the decoder's state S [B, H, D, E]
+                        self.sow("intermediates", "recurrent_state", state)
+                    return out
             out = run(q32, k32, v32, g)  # [B, L, H, E], keys m <= n
             if not causal:  # + keys m > n: the same recurrence run backwards, exclusive
                 back = run(*rec.flip(q32, k32, v32, g), strict=True)
