@@ -54,9 +54,10 @@ def _cell(value: Any) -> str:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     header = ["variant", "level", "causal", "bidir.", "cross", "padding", "max len", "weights",
-              "logits", "step form", f"state/head (d={HEAD_DIM})", f"FLOPs/head (L={LENGTH})", "settings",
-              "what"]
-    keys = ["name", "level", *_FLAGS, "recurrent_form", "state_size", "flops", "settings", "summary"]
+              "logits", "step form", f"state/head (d={HEAD_DIM})", f"FLOPs/head (L={LENGTH})",
+              "settings", "what"]
+    keys = ["name", "level", *_FLAGS, "recurrent_form", "state_size", "flops", "settings",
+            "summary"]
     lines = [
         "# Attention variants",
         "",
