@@ -25,7 +25,7 @@ from attnjax.models import positional
 from attnjax.registry import ConfigError
 
 POSITIONALS = positional.KINDS  # sinusoidal, learned, rope, alibi, t5_bias, none
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 # Subtrees whose keys belong to a plug-in (a task or an attention variant), checked there.
 _PLUGIN_KEYS = ("task", "model.attention_kwargs", "model.cross_attention_kwargs")
 
@@ -83,7 +83,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.positional = "learned"  # one of POSITIONALS
     c.model.cross_attention = "softmax"  # encoder-decoder (seq2seq tasks) cross attention
     c.model.cross_attention_kwargs = ml_collections.ConfigDict()
-    c.model.dtype = "float32"  # compute dtype; params stay float32
+    # compute dtype: "auto" = bfloat16 on GPU/TPU, float32 on CPU (resolved at run time, the
+    # dtype used is in summary.json); params, optimizer state, softmax, losses stay float32
+    c.model.dtype = "auto"
+    c.model.remat = False  # recompute each Block's activations in the backward pass (memory)
+    # one Block compiled and scanned over the layers (params stacked on a leading layer axis):
+    # compile time does not grow with depth; checkpoints differ from the unscanned model's
+    c.model.scan_layers = False
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "mqar"  # a file name in attnjax/tasks/; other keys are its settings
