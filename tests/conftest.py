@@ -16,6 +16,10 @@ FAST_COMPILE = "--xla_backend_optimization_level=0"
 if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
+# The suite never writes to the user's compilation cache (tests that check the cache set it
+# on again, to a temporary directory, in the subprocess they start).
+os.environ["ATTNJAX_COMPILATION_CACHE"] = "off"
+
 import pytest  # noqa: E402
 
 from attnjax import config as config_lib  # noqa: E402

@@ -28,7 +28,7 @@ def _configs(**common):
 
 
 def _strip(summary):
-    return {k: v for k, v in summary["final_metrics"].items() if k != "steps_per_second"}
+    return {k: v for k, v in summary["final_metrics"].items() if k not in train.TIMING}
 
 
 def _params(run_dir, config):
