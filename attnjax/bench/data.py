@@ -95,10 +95,11 @@ def measure(task_name: str, size: str, *, batches: int, steps: int, train: bool)
     if not train:
         return row
     try:
-        batch = source.host_batch(0)
-        state = replicate(train_lib.init_state(config, model, tx, batch), devices)
-        device_batch = shard(batch, devices)
-        hparams, rng = train_lib.hparams_from(config), jax.random.PRNGKey(0)
+        batch = source.host_batch(0)  # the train step of a pack of one run
+        state = replicate(train_lib.stack([train_lib.init_state(config, model, tx, batch)]),
+                          devices)
+        device_batch = shard({k: v[:, None] for k, v in batch.items()}, devices)
+        hparams, rng = train_lib.pack_hparams([config]), train_lib.pack_rngs([config])
         state, _ = p_train(state, device_batch, hparams, rng)  # compile
         jax.block_until_ready(state)
         start = time.perf_counter()
