@@ -52,6 +52,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval_lengths = ()
     c.prefetch_batches = 2  # train batches made ahead in a background thread
     c.data_workers = 0  # > 0: processes that make train batches (slow generators); same data
+    # generate the run's batches once into an on-disk cache (ATTNJAX_DATA_CACHE, default
+    # ~/.cache/attnjax/data) and memory-map them; runs with the same data share it. For slow
+    # generators (hard Pathfinder); bit-identical batches either way
+    c.data_cache = False
     c.log_every_steps = 50
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 2
@@ -247,6 +251,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 "prefetch_batches", "claim_timeout_s", "preempt_grace_s"):
         if merged[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {merged[key]}")
+    if merged.data_cache and tasks.get(task_name).needs_data:
+        raise ConfigError(f"data_cache: task {task_name!r} reads local files, already memory-"
+                          "mapped; the cache is for generated data (e.g. pathfinder)")
     if merged.data_workers < 0:
         raise ConfigError(f"data_workers must be >= 0, got {merged.data_workers}")
     if merged.num_test_batches < 0:

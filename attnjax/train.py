@@ -43,7 +43,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from attnjax import compilation_cache, hardware, provenance
+from attnjax import compilation_cache, data_cache, hardware, provenance
 from attnjax import config as config_lib
 from attnjax.claim import Claim
 from attnjax.input_pipeline import DataSource, PackSource, Prefetcher
@@ -395,6 +395,11 @@ class _Loop:
                               f"position {data_state}, expected {expected}")
         return step, state
 
+    def _cached(self, source: DataSource, start: int, stop: int):
+        """`source` reading [start, stop) from the on-disk data cache (filled first)."""
+        return data_cache.cached(source, start, stop, workers=self.config.data_workers,
+                                 progress=self.is_main and self.config.progress_bar)
+
     def wall(self, m: _Member) -> float:
         return m.wall_offset + (time.time() - self.t_start if self.t_start else 0.0)
 
@@ -402,6 +407,12 @@ class _Loop:
         config, devices, members = self.config, self.devices, self.members
         for m in members:
             m.writer = MetricWriter(m.run_dir, enabled=self.is_main)
+        workers = config.data_workers
+        if config.data_cache:  # generate the train stream once, then read it memory-mapped
+            for m in members:
+                m.data = self._cached(m.data, self.start_step, config.num_train_steps)
+            if all(isinstance(m.data, data_cache.CachedSource) for m in members):
+                workers = 0  # reading is faster than handing batches between processes
         self.eval_sets = self.scored_sets("eval", config.num_eval_batches)
         hparams = pack_hparams([m.config for m in members])
         rngs = pack_rngs([m.config for m in members])
@@ -414,7 +425,7 @@ class _Loop:
         del self.states
         self.batches = Prefetcher(PackSource(tuple(m.data for m in members)), self.start_step,
                                   config.num_train_steps, put=lambda b: shard(b, devices),
-                                  depth=config.prefetch_batches, workers=config.data_workers)
+                                  depth=config.prefetch_batches, workers=workers)
         first = True
         try:
             for index, batch in self.batches:
@@ -585,6 +596,8 @@ class _Loop:
         out, config = {}, self.config
         for prefixes, t in self.scored.items():
             source = DataSource(t, split, config.batch_size, config.data_seed)
+            if config.data_cache:
+                source = self._cached(source, 0, num_batches)
             out[tuple(p.replace("eval", split, 1) for p in prefixes)] = (
                 compiled_eval(self.model, t, self.devices),
                 [shard(source.host_batch(i), self.devices) for i in range(num_batches)])
