@@ -8,9 +8,10 @@
     attnjax variants [--format markdown|json]                       attention capabilities
     attnjax tasks [--format markdown|json]                          tasks and their settings
     attnjax heatmap RUN_DIR [--out DIR] [--example N]                attention weights per head
-    attnjax bench attention|data [options]                          speed/memory benchmarks
+    attnjax bench attention|data|train|... [options]                speed/memory benchmarks
 
 Exit codes: 0 success; 1 a run failed or was preempted; 2 bad input (nothing was written).
+Compiled programs are cached on disk (ATTNJAX_COMPILATION_CACHE: a directory, or "off").
 """
 
 from __future__ import annotations
@@ -65,11 +66,15 @@ def cmd_run(args, overrides: list[str]) -> int:
 
     if args.multihost or distributed.detected():
         distributed.initialize()  # before anything touches jax's backend
-    from attnjax.train import train_and_evaluate
+    from attnjax.train import OutOfMemory, train_and_evaluate
 
     config = _parse_run_config(args.config, overrides)
     workdir = Path(args.workdir) if args.workdir else _default_run_dir(args.config, overrides)
-    summary = train_and_evaluate(config, workdir)
+    try:
+        summary = train_and_evaluate(config, workdir)
+    except OutOfMemory as e:  # recorded as failed in the run dir; no traceback
+        print(f"error: {e}\nrun dir: {workdir}", file=sys.stderr)
+        return 1
     print(json.dumps({k: summary.get(k) for k in ("status", "reason", "step")}))
     print(json.dumps(summary.get("final_metrics", {}), indent=2, sort_keys=True))
     print(f"run dir: {workdir}")
@@ -239,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("heatmap", help="attention heatmaps from a run's checkpoint", add_help=False)
     sub.add_parser("bench", help="benchmarks: attention speed/memory, data rate", add_help=False)
 
+    if argv and argv[0] in ("run", "sweep", "work", "bench"):  # commands that compile
+        from attnjax import compilation_cache
+
+        compilation_cache.enable()
     # subcommands with their own argument parsers
     if argv and argv[0] in ("compare", "heatmap", "bench"):
         import importlib

@@ -25,7 +25,7 @@ from attnjax.models import positional
 from attnjax.registry import ConfigError
 
 POSITIONALS = positional.KINDS  # sinusoidal, learned, rope, alibi, t5_bias, none
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16")
 # Subtrees whose keys belong to a plug-in (a task or an attention variant), checked there.
 _PLUGIN_KEYS = ("task", "model.attention_kwargs", "model.cross_attention_kwargs")
 
@@ -52,6 +52,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.eval_lengths = ()
     c.prefetch_batches = 2  # train batches made ahead in a background thread
     c.data_workers = 0  # > 0: processes that make train batches (slow generators); same data
+    # generate the run's batches once into an on-disk cache (ATTNJAX_DATA_CACHE, default
+    # ~/.cache/attnjax/data) and memory-map them; runs with the same data share it. For slow
+    # generators (hard Pathfinder); bit-identical batches either way
+    c.data_cache = False
     c.log_every_steps = 50
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 2
@@ -83,7 +87,13 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.positional = "learned"  # one of POSITIONALS
     c.model.cross_attention = "softmax"  # encoder-decoder (seq2seq tasks) cross attention
     c.model.cross_attention_kwargs = ml_collections.ConfigDict()
-    c.model.dtype = "float32"  # compute dtype; params stay float32
+    # compute dtype: "auto" = bfloat16 on GPU/TPU, float32 on CPU (resolved at run time, the
+    # dtype used is in summary.json); params, optimizer state, softmax, losses stay float32
+    c.model.dtype = "auto"
+    c.model.remat = False  # recompute each Block's activations in the backward pass (memory)
+    # one Block compiled and scanned over the layers (params stacked on a leading layer axis):
+    # compile time does not grow with depth; checkpoints differ from the unscanned model's
+    c.model.scan_layers = False
 
     c.task = ml_collections.ConfigDict()
     c.task.name = "mqar"  # a file name in attnjax/tasks/; other keys are its settings
@@ -241,6 +251,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 "prefetch_batches", "claim_timeout_s", "preempt_grace_s"):
         if merged[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {merged[key]}")
+    if merged.data_cache and tasks.get(task_name).needs_data:
+        raise ConfigError(f"data_cache: task {task_name!r} reads local files, already memory-"
+                          "mapped; the cache is for generated data (e.g. pathfinder)")
     if merged.data_workers < 0:
         raise ConfigError(f"data_workers must be >= 0, got {merged.data_workers}")
     if merged.num_test_batches < 0:

@@ -123,17 +123,22 @@ def collect_weights(model, params, batch) -> dict[str, np.ndarray]:
         if "attention_weights" not in keys:
             continue
         stack = keys[0]  # "stack" (Transformer) | "encoder" | "decoder"
-        layer = next(int(k[len("block_"):]) for k in keys if str(k).startswith("block_"))
-        sublayer = "cross" if "cross" in keys else "self"
-        order = ({"encoder": 0, "stack": 1, "decoder": 1}[stack], sublayer == "cross", layer)
-        if sublayer == "cross":
-            name = f"cross_attention_layer{layer}"
+        if "layers" in keys:  # model.scan_layers: every layer in one leaf [layers, 1, ...]
+            per_layer = list(enumerate(np.asarray(leaf)))
         else:
-            name = f"{'' if stack == 'stack' else stack + '_'}self_attention_layer{layer}"
+            layer = next(int(k[len("block_"):]) for k in keys if str(k).startswith("block_"))
+            per_layer = [(layer, np.asarray(leaf))]
+        sublayer = "cross" if "cross" in keys else "self"
         calls = [k for k in keys[keys.index("attention_weights") + 1:] if isinstance(k, int)]
-        if calls and calls[-1] > 0:  # a variant that records twice per call
-            name += f"_call{calls[-1]}"
-        found.append((order, name, np.asarray(leaf)[0]))  # [H, Lq, Lk] of the one example
+        for layer, weights in per_layer:
+            order = ({"encoder": 0, "stack": 1, "decoder": 1}[stack], sublayer == "cross", layer)
+            if sublayer == "cross":
+                name = f"cross_attention_layer{layer}"
+            else:
+                name = f"{'' if stack == 'stack' else stack + '_'}self_attention_layer{layer}"
+            if calls and calls[-1] > 0:  # a variant that records twice per call
+                name += f"_call{calls[-1]}"
+            found.append((order, name, weights[0]))  # [H, Lq, Lk] of the one example
     return {name: w for _, name, w in sorted(found, key=lambda t: t[:2])}
 
 

@@ -26,7 +26,7 @@ import dataclasses
 import multiprocessing
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -86,22 +86,27 @@ class PackSource:
         return {k: np.stack([b[k] for b in batches], axis=1) for k in batches[0]}
 
 
-def _host_batches(source, start: int, stop: int, workers: int) -> Iterator[tuple[int, Any]]:
-    """(index, host batch) in order; with `workers` > 0 made by that many processes."""
+def host_batches(source, indices: Iterable[int], workers: int) -> Iterator[tuple[int, Any]]:
+    """(index, host batch) for `indices` in order (read lazily, at most 2·workers ahead);
+    with `workers` > 0 made by that many processes."""
     if not workers:
-        for index in range(start, stop):
+        for index in indices:
             yield index, source.host_batch(index)
         return
     # spawn, not fork: forking a process that runs JAX's threads can deadlock
     context = multiprocessing.get_context("spawn")
+    indices = iter(indices)
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         pending: collections.deque = collections.deque()
-        next_index = start
         try:
-            while pending or next_index < stop:
-                while next_index < stop and len(pending) < 2 * workers:
-                    pending.append((next_index, pool.submit(source.host_batch, next_index)))
-                    next_index += 1
+            while True:
+                while len(pending) < 2 * workers:
+                    index = next(indices, None)
+                    if index is None:
+                        break
+                    pending.append((index, pool.submit(source.host_batch, index)))
+                if not pending:
+                    return
                 index, future = pending.popleft()
                 yield index, future.result()
         finally:
@@ -130,7 +135,7 @@ class Prefetcher:
 
     def _work(self, start: int, stop: int) -> None:
         try:
-            batches = _host_batches(self._source, start, stop, self._workers)
+            batches = host_batches(self._source, range(start, stop), self._workers)
             for index, host in batches:
                 if not self._offer((index, self._put(host))):
                     batches.close()

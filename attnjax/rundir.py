@@ -50,7 +50,7 @@ os.umask(_UMASK)
 
 # Top-level config keys that change how a run is operated, not what it computes: a resume may
 # change them, and config.json files written before they existed still match.
-OPERATIONAL_KEYS = ("claim_timeout_s", "preempt_grace_s", "progress_bar")
+OPERATIONAL_KEYS = ("claim_timeout_s", "preempt_grace_s", "progress_bar", "data_cache")
 
 
 def _same_run(a: dict, b: dict) -> bool:

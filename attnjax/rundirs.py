@@ -40,8 +40,8 @@ LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error", "bpc", "bpd")
 NOT_GROUPED = frozenset(
     {"workdir", "work_dir", "output_dir", "out_dir", "log_dir", "logdir", "checkpoint_dir",
      "log_every_steps", "eval_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-     "num_devices", "progress_bar", "prefetch_batches", "data_workers", "claim_timeout_s",
-     "preempt_grace_s"}
+     "num_devices", "progress_bar", "prefetch_batches", "data_workers", "data_cache",
+     "claim_timeout_s", "preempt_grace_s"}
 )
 ATTENTION_KEY = "config.model.attention"
 MISSING_KEY = "<missing>"  # a config key a run does not have, when comparing values

@@ -15,9 +15,15 @@ pack-mates). For each run the loop:
   3. trains, evaluates every `eval_every_steps`, checkpoints every `checkpoint_every_steps`,
      and at the end scores the validation and the held-out test split once;
   4. always leaves summary.json telling the truth: done, failed (non-finite loss — that run
-     only: its pack-mates go on —, an error, disk full) or preempted (SIGTERM / Ctrl-C at a
-     step boundary, or after the grace period when a step never returns), and releases the
-     claim.
+     only: its pack-mates go on —, an error, disk full, out of memory) or preempted (SIGTERM /
+     Ctrl-C at a step boundary, or after the grace period when a step never returns), and
+     releases the claim.
+Before the first step it compiles the train step (timed: compile_time_s) and compares XLA's
+memory estimate with what the device (or host) has free: a step that cannot fit ends the run
+`failed` with "out of memory: ..." naming the knobs that shrink it, never a dead process. Speed
+is reported against the model's analytic FLOPs (3 x forward, models/budget.py): TFLOP/s and
+MFU (hardware.peak_flops; none on a device it does not know) in the metrics, the summary and
+the progress bar.
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from attnjax import compilation_cache, data_cache, hardware, provenance
 from attnjax import config as config_lib
-from attnjax import provenance
 from attnjax.claim import Claim
 from attnjax.input_pipeline import DataSource, PackSource, Prefetcher
 from attnjax.metric_writers import MetricWriter
@@ -60,6 +66,8 @@ from attnjax.steps import (
 from attnjax.tasks.base import finalize
 
 NOT_METRICS = ("wall_time_s", "step")
+# logged with the metrics but measured, so never equal between two runs of the same config
+TIMING = ("steps_per_second", "tflops_per_second", "mfu")
 PLANNED_FIELDS = ("overrides", "planned_at")  # kept from the plan's summary
 
 
@@ -69,6 +77,13 @@ class ClaimLost(RuntimeError):
 
 class PackSplit(RuntimeError):
     """A pack's runs resume from different steps; they are trained one by one instead."""
+
+
+class OutOfMemory(RuntimeError):
+    """The train step does not fit the device (or host): its message is the run's reason."""
+
+
+GIB = 2**30
 
 
 def memory_info(devices, compiled=None) -> dict[str, Any]:
@@ -95,11 +110,50 @@ def _scored_positions(batch) -> int | None:
     return int(batch["positions"].shape[1]) if "positions" in batch else None
 
 
-def _lowered(p_train, *args):
-    """The compiled train step for these arguments (cached: no second compile), or None."""
+def _is_oom(e: BaseException) -> bool:
+    """An XLA allocation failure (at compile or when a step runs)."""
+    text = str(e)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+def step_needs_bytes(compiled, num_devices: int, platform: str) -> int | None:
+    """Memory the compiled train step allocates beyond its inputs (which are resident by
+    then): temporaries + outputs not aliased to donated inputs, per device — times the
+    devices on CPU, whose devices all share the host's memory. None when XLA does not say."""
     try:
-        return p_train.lower(*args).compile()
+        m = compiled.memory_analysis()
+        need = int(m.temp_size_in_bytes + max(m.output_size_in_bytes - m.alias_size_in_bytes,
+                                                0))
     except Exception:
+        return None
+    return need * num_devices if platform == "cpu" else need
+
+
+def oom_reason(config, needs: int | None, free: int | None, pack_size: int = 1) -> str:
+    """"out of memory: needs ~X GiB, device has Y GiB free; try ..." with the knobs that apply
+    to `config` (a resolved config)."""
+    where = "host" if jax.local_devices()[0].platform == "cpu" else "device"
+    need_text = f"needs ~{needs / GIB:.2f} GiB" if needs else "needs more memory than it has"
+    free_text = f", {where} has {free / GIB:.2f} GiB free" if free is not None else ""
+    knobs = [f"a smaller batch_size (now {config.batch_size})"]
+    if pack_size > 1:
+        knobs.append(f"fewer runs per pack (now {pack_size}; --pack 1)")
+    if not config.model.remat:
+        knobs.append("model.remat=True")
+    if hardware.compute_dtype(config.model.dtype) == "float32":
+        knobs.append("model.dtype=bfloat16")
+    implementation = config.model.attention_kwargs.get("implementation")
+    if implementation not in (None, "auto", "blockwise"):
+        knobs.append(f"model.attention_kwargs.implementation=auto or blockwise (now "
+                     f"{implementation!r}: materialises [L, L] scores)")
+    return f"out of memory: the train step {need_text}{free_text}; try {', '.join(knobs)}"
+
+
+def _free(devices) -> int | None:
+    """Free bytes of the first device (the host's on CPU), None where it cannot be read."""
+    try:
+        return hardware.free_memory_bytes(devices[0])
+    except (OSError, KeyError, ValueError):
         return None
 
 
@@ -158,6 +212,7 @@ def train_pack(
     """Trains K runs that differ only in traced values (steps.TRACED) as one program; returns
     their summaries in order. Runs already done are left as they are; runs that resume from
     different steps are trained one after another instead (PackSplit)."""
+    compilation_cache.enable()  # a no-op after the first call (the CLI makes it)
     configs = [config_lib.resolve(c) for c in configs]
     run_dirs = [w if isinstance(w, RunDir) else RunDir(w) for w in workdirs]
     signatures = {static_signature(c.to_dict()) for c in configs}
@@ -309,12 +364,20 @@ class _Loop:
         self.timing["step"] = start_step
         self.states = states
         names = [m.run_dir.name for m in members]
+        costs = budget(config.model, self.task, _scored_positions(init_batch))
+        self.dtype = hardware.compute_dtype(config.model.dtype)
+        # the program's model FLOPs per step: forward + backward (2x) of every run of the pack
+        self.model_flops = (3.0 * costs["flops_per_token"] * config.batch_size
+                            * self.task.max_length * len(members))
+        self.peak = hardware.peak_flops(self.devices[0].device_kind, self.dtype)
+        self.num_devices = len(self.devices) * jax.process_count()
         common = {
             "status": "running", "reason": None, "step": start_step,
             "checkpoint_step": start_step or None, "num_train_steps": config.num_train_steps,
             "num_params": count_params(states[0].params),
             "attention": config.model.attention, "task": config.task.name,
-            **budget(config.model, self.task, _scored_positions(init_batch)),
+            **costs, "compute_dtype": self.dtype, "model_flops_per_step": self.model_flops,
+            "peak_flops_per_device": self.peak,
             "versions": provenance.versions(), "device": provenance.device_info(len(self.devices)),
             "git_revision": provenance.git_revision(),
         }
@@ -353,6 +416,11 @@ class _Loop:
                               f"position {data_state}, expected {expected}")
         return step, state
 
+    def _cached(self, source: DataSource, start: int, stop: int):
+        """`source` reading [start, stop) from the on-disk data cache (filled first)."""
+        return data_cache.cached(source, start, stop, workers=self.config.data_workers,
+                                 progress=self.is_main and self.config.progress_bar)
+
     def wall(self, m: _Member) -> float:
         return m.wall_offset + (time.time() - self.t_start if self.t_start else 0.0)
 
@@ -360,6 +428,12 @@ class _Loop:
         config, devices, members = self.config, self.devices, self.members
         for m in members:
             m.writer = MetricWriter(m.run_dir, enabled=self.is_main)
+        workers = config.data_workers
+        if config.data_cache:  # generate the train stream once, then read it memory-mapped
+            for m in members:
+                m.data = self._cached(m.data, self.start_step, config.num_train_steps)
+            if all(isinstance(m.data, data_cache.CachedSource) for m in members):
+                workers = 0  # reading is faster than handing batches between processes
         self.eval_sets = self.scored_sets("eval", config.num_eval_batches)
         hparams = pack_hparams([m.config for m in members])
         rngs = pack_rngs([m.config for m in members])
@@ -372,18 +446,16 @@ class _Loop:
         del self.states
         self.batches = Prefetcher(PackSource(tuple(m.data for m in members)), self.start_step,
                                   config.num_train_steps, put=lambda b: shard(b, devices),
-                                  depth=config.prefetch_batches, workers=config.data_workers)
-        memory = None
+                                  depth=config.prefetch_batches, workers=workers)
+        first = True
         try:
             for index, batch in self.batches:
                 if index != self.step:
                     raise RuntimeError(f"train data at index {index} for step {self.step}")
-                self.state, metrics = self.p_train(self.state, batch, hparams, rngs)
-                if memory is None:
-                    memory = memory_info(devices, _lowered(self.p_train, self.state, batch,
-                                                           hparams, rngs))
-                    for m in members:
-                        m.summary.update(memory)
+                if first:  # compile, check the memory, run, measure
+                    metrics, first = self._first_step(batch, hparams, rngs), False
+                else:
+                    self.state, metrics = self.p_train(self.state, batch, hparams, rngs)
                 self.pending.append(metrics)
                 self.step += 1
                 self.bar.update(1)
@@ -414,11 +486,54 @@ class _Loop:
             raise
         except BaseException as e:
             where = "disk full at step" if _disk_full(e) else "at step"
+            reason = str(e) if isinstance(e, OutOfMemory) else (
+                f"{type(e).__name__} {where} {self.step}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}")
             for m in self.alive():
-                m.summary.update(status="failed", reason=f"{type(e).__name__} {where} "
-                                 f"{self.step}: {str(e).splitlines()[0] if str(e) else ''}",
-                                 step=self.step)
+                m.summary.update(status="failed", reason=reason, step=self.step)
             raise
+
+    def _first_step(self, batch, hparams, rngs):
+        """Compiles the train step (timed), refuses it when XLA's estimate of its memory
+        exceeds what the device has free (OutOfMemory), runs it; returns its metrics. An
+        allocation failure at compile or in the step is an OutOfMemory too."""
+        config, devices = self.config, self.devices
+        args = (self.state, batch, hparams, rngs)
+        start = time.perf_counter()
+        try:
+            compiled = self.p_train.lower(*args).compile()
+        except Exception as e:
+            if _is_oom(e):
+                raise OutOfMemory(oom_reason(config, None, _free(devices), len(self.members))
+                                  ) from e
+            raise
+        compile_time = time.perf_counter() - start
+        needs = step_needs_bytes(compiled, len(devices), devices[0].platform)
+        free = _free(devices)
+        if needs is not None and free is not None and needs > free:
+            raise OutOfMemory(oom_reason(config, needs, free, len(self.members)))
+        try:
+            self.state, metrics = self.p_train(*args)  # the program compiled above (cached)
+            jax.block_until_ready(metrics)  # an allocation failure surfaces here
+        except Exception as e:
+            if _is_oom(e):
+                raise OutOfMemory(oom_reason(config, needs, _free(devices), len(self.members))
+                                  ) from e
+            raise
+        memory = memory_info(devices, compiled)
+        for m in self.members:
+            m.summary.update(memory, compile_time_s=compile_time)
+        return metrics
+
+    def speed(self, steps_per_second: float | None) -> dict[str, float]:
+        """{"tflops_per_second", "mfu" (when the peak is known)} at this step rate."""
+        if not steps_per_second:
+            return {}
+        achieved = self.model_flops * steps_per_second
+        out = {"tflops_per_second": achieved / hardware.TERA}
+        if self.peak:
+            out["mfu"] = achieved / (self.peak * self.num_devices)
+        return out
 
     def alive(self) -> list[_Member]:
         return [m for m in self.members if m.alive]
@@ -480,12 +595,19 @@ class _Loop:
             scalars["train/learning_rate"] = float(mine[-1]["learning_rate"][0])
             if rate is not None:
                 scalars["steps_per_second"] = rate
+                scalars.update(self.speed(rate))
             self.log(m, step, scalars)
         first = next(iter(self.alive()), None)
         if first is not None:
             fm = first.summary["final_metrics"]
-            self.bar.set_postfix(loss=f"{fm.get('train/loss', float('nan')):.3f}",
-                                 acc=f"{fm.get('train/accuracy', float('nan')):.3f}")
+            postfix = {"loss": f"{fm.get('train/loss', float('nan')):.3f}",
+                       "acc": f"{fm.get('train/accuracy', float('nan')):.3f}"}
+            speed = self.speed(rate)
+            if speed:
+                postfix["TFLOP/s"] = f"{speed['tflops_per_second']:.3g}"
+            if "mfu" in speed:
+                postfix["MFU"] = f"{100 * speed['mfu']:.1f}%"
+            self.bar.set_postfix(postfix)
 
     def log(self, m: _Member, step: int, scalars: dict[str, Any]) -> None:
         m.writer.write(step, {**scalars, "wall_time_s": self.wall(m)})
@@ -497,6 +619,8 @@ class _Loop:
         out, config = {}, self.config
         for prefixes, t in self.scored.items():
             source = DataSource(t, split, config.batch_size, config.data_seed)
+            if config.data_cache:
+                source = self._cached(source, 0, num_batches)
             out[tuple(p.replace("eval", split, 1) for p in prefixes)] = (
                 compiled_eval(self.model, t, self.devices),
                 [shard(source.host_batch(i), self.devices) for i in range(num_batches)])
@@ -568,10 +692,12 @@ class _Loop:
                                    f"step {self.step if hasattr(self, 'step') else 0}: {e}")
             if peak is not None:
                 summary["peak_memory_bytes"] = peak
+            speed = self.speed(rate) if hasattr(self, "model_flops") else {}
             summary.update(
                 wall_time_s=self.wall(m), steps_per_second=rate,
                 tokens_per_second=rate * self.config.batch_size * self.task.max_length
-                if rate else None)
+                if rate else None, tflops_per_second=speed.get("tflops_per_second"),
+                mfu=speed.get("mfu"))
             if summary["status"] == "running":  # an exception is on its way up
                 summary.update(status="failed", reason=summary.get("reason") or "crashed")
             try:

@@ -15,7 +15,6 @@ until it was preempted (told to stop). `pack="auto"` sizes K from the device's f
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import traceback
 from collections.abc import Callable, Iterable
@@ -144,9 +143,9 @@ def group_packs(run_dirs: list[RunDir], size: int) -> list[list[RunDir]]:
 
 def default_pack() -> int | str:
     """"auto" on GPU/TPU (a pack is where an accelerator's speed is), 1 on CPU."""
-    import jax
+    from attnjax import hardware
 
-    return "auto" if jax.default_backend() in ("gpu", "cuda", "rocm", "tpu") else 1
+    return "auto" if hardware.accelerated() else 1
 
 
 _AUTO: dict[str, int] = {}  # static signature -> K (one measuring compile per config shape)
@@ -164,7 +163,7 @@ def auto_pack_size(run_dir: RunDir, cap: int = 64) -> int:
 
 
 def _measure_pack_size(run_dir: RunDir, cap: int) -> int:
-    from attnjax import steps
+    from attnjax import hardware, steps
     from attnjax.parallel import replicate, shard
 
     config = _config(run_dir)
@@ -175,20 +174,7 @@ def _measure_pack_size(run_dir: RunDir, cap: int) -> int:
     analysis = p_train.lower(state, device_batch, steps.pack_hparams([config]),
                              steps.pack_rngs([config])).compile().memory_analysis()
     need = analysis.argument_size_in_bytes + analysis.temp_size_in_bytes
-    return max(1, min(cap, int(0.7 * free_memory(devices[0]) // max(need, 1))))
-
-
-def free_memory(device) -> int:
-    """Free bytes on `device` (its allocator's limit minus use), or the host's available
-    memory for CPU devices."""
-    stats = None
-    with contextlib.suppress(Exception):  # backends without stats
-        stats = device.memory_stats()
-    if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0))
-    with open("/proc/meminfo") as f:
-        info = dict(line.split(":", 1) for line in f)
-    return int(info["MemAvailable"].split()[0]) * 1024
+    return max(1, min(cap, int(0.7 * hardware.free_memory_bytes(devices[0]) // max(need, 1))))
 
 
 def work(sweep_dir: str | Path, *, worker: str | None = None, retry_failed: bool = False,

@@ -6,6 +6,8 @@ Data: download http://mattmahoney.net/dc/enwik8.zip (36 MB) and unzip it; task.p
 Run:  ./launch.sh run configs/bytes_lm.py --config.task.path=/data/enwik8
       ./launch.sh run configs/bytes_lm.py:cpu --config.task.path=/data/enwik8
       (any text file works: its bytes are the tokens)
+      ./launch.sh run configs/bytes_lm.py:cpu --config.task.source=synthetic   (no file: a
+      generated stand-in stream, for smoke runs; `./launch.sh bench train` uses it)
 Cost: 20k steps of 32 x 512 bytes (330M bytes, ~3.6 epochs of train) — accelerator-sized (an
       hour or more on one GPU at this size). The final test pass reads the whole 5M-byte test
       split (305 batches). The file is memory-mapped: no loading time.

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # Tests compile hundreds of small programs: XLA's backend optimisations roughly double compile
@@ -15,6 +16,12 @@ from pathlib import Path
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 if FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
+
+# The suite never writes to the user's compilation cache (tests that check the cache set it
+# on again, to a temporary directory, in the subprocess they start).
+os.environ["ATTNJAX_COMPILATION_CACHE"] = "off"
+# ... nor to the user's data cache (runs with data_cache=True write here unless a test says)
+os.environ["ATTNJAX_DATA_CACHE"] = tempfile.mkdtemp(prefix="attnjax-test-data-cache-")
 
 import pytest  # noqa: E402
 

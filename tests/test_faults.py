@@ -21,7 +21,7 @@ from tests.conftest import REPO, run_cli, tiny_config
 
 
 def _strip(summary):
-    return {k: v for k, v in summary["final_metrics"].items() if k != "steps_per_second"}
+    return {k: v for k, v in summary["final_metrics"].items() if k not in train.TIMING}
 
 
 def _env():

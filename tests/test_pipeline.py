@@ -118,5 +118,6 @@ def test_data_benchmark_writes_rates(tmp_path):
     rows = json.loads((tmp_path / "data_benchmark.json").read_text())["rows"]
     assert [r["task"] for r in rows] == ["mqar"]
     assert rows[0]["host_batches_per_s"] > 0 and rows[0]["train_steps_per_s"] > 0
+    assert rows[0]["cached_batches_per_s"] > 0 and rows[0]["cached_headroom"] > 0
     with pytest.raises(ConfigError, match="Known"):
         data.main(["--tasks", "mqra", "--out", str(tmp_path)])

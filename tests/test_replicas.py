@@ -28,7 +28,7 @@ def _configs(**common):
 
 
 def _strip(summary):
-    return {k: v for k, v in summary["final_metrics"].items() if k != "steps_per_second"}
+    return {k: v for k, v in summary["final_metrics"].items() if k not in train.TIMING}
 
 
 def _params(run_dir, config):
@@ -202,14 +202,15 @@ def test_runs_that_differ_in_more_than_traced_values_cannot_be_packed(tmp_path):
 
 def test_auto_pack_size_fits_the_memory(tmp_path, monkeypatch):
     import attnjax.worker as w
+    from attnjax import hardware
 
     study = tmp_path / "study.py"
     study.write_text(textwrap.dedent(PACKED_STUDY))
     run_dirs = sweep.plan(study, tmp_path / "s")
     assert worker.default_pack() == 1  # CPU: packs are opt-in
-    monkeypatch.setattr(w, "free_memory", lambda d: 0)
+    monkeypatch.setattr(hardware, "free_memory_bytes", lambda d: 0)
     assert w._measure_pack_size(run_dirs[0], cap=64) == 1  # nothing free: one at a time
-    monkeypatch.setattr(w, "free_memory", lambda d: 10**15)
+    monkeypatch.setattr(hardware, "free_memory_bytes", lambda d: 10**15)
     assert w._measure_pack_size(run_dirs[0], cap=3) == 3  # plenty: up to the cap
     w._AUTO.clear()
     trained = worker.work(tmp_path / "s", pack="auto", log=lambda s: None)

@@ -37,7 +37,7 @@ def _final_params(workdir, config):
 
 def _curve(workdir):
     """metrics.jsonl without the wall-clock fields, which legitimately differ."""
-    drop = {"wall_time_s", "steps_per_second"}
+    drop = {"wall_time_s", *train.TIMING}
     return [{k: v for k, v in r.items() if k not in drop} for r in RunDir(workdir).read_metrics()]
 
 
@@ -103,7 +103,7 @@ def test_crash_after_first_checkpoint_resumes_to_identical_result(tmp_path):
 
 
 def _strip(summary):
-    return {k: v for k, v in summary["final_metrics"].items() if k != "steps_per_second"}
+    return {k: v for k, v in summary["final_metrics"].items() if k not in train.TIMING}
 
 
 def test_preemption_saves_and_resumes(tmp_path):

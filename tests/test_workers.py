@@ -40,7 +40,7 @@ def _finals(sweep_dir):
     for r in sweep.sweep_runs(sweep_dir):
         s = r.read_summary()
         assert s["status"] == "done", (r.name, s)
-        out[r.name] = {k: v for k, v in s["final_metrics"].items() if k != "steps_per_second"}
+        out[r.name] = {k: v for k, v in s["final_metrics"].items() if k not in train.TIMING}
     return out
 
 

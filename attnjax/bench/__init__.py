@@ -5,6 +5,8 @@
     attnjax bench data [...]        host batch rate of every task vs the train step's rate
     attnjax bench workers [...]     a study's wall time with 1 vs N local worker processes
     attnjax bench replicas [...]    K runs packed in one program vs one by one (run-steps/s)
+    attnjax bench train [...]       a GPT-style LM's train step: tokens/s, TFLOP/s, MFU, memory,
+                                    compile time -> <out>/train_benchmark.json
 
 Each writes a JSON with the device, date, versions and the command that produced it, so a
 figure in BENCHMARKS.md can be traced to its run.
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 
 from attnjax.registry import ConfigError, unknown_name_message
 
-KINDS = ("attention", "data", "workers", "replicas")
+KINDS = ("attention", "data", "workers", "replicas", "train")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

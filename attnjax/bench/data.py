@@ -9,6 +9,9 @@ For each task and size (a config file with an argument, see SIZES) it measures, 
                    data_workers, through the Prefetcher with that many processes
   train steps/s    the compiled train step on pre-made device batches (compilation excluded)
   headroom         host batches/s ÷ train steps/s: > 1 means the prefetch thread keeps ahead
+  cached batches/s the same batches read back from the on-disk data cache (`data_cache=True`,
+                   attnjax/data_cache.py), filled first in a temporary directory (not timed);
+                   `cached headroom` = cached batches/s ÷ train steps/s (--no-cache: skip)
 Tasks that read local files (needs_data) are listed as skipped: their batches are slices of
 arrays already in memory. Writes <out>/data_benchmark.json (device, date, versions, command).
 """
@@ -75,7 +78,21 @@ def _pipeline_rate(source, count: int, workers: int) -> float:
         return count / (time.perf_counter() - start)
 
 
-def measure(task_name: str, size: str, *, batches: int, steps: int, train: bool) -> dict:
+def _cached_rate(source, count: int, workers: int) -> float:
+    """Batches/s read from a data cache holding batches [0, count], filled first."""
+    import tempfile
+
+    from attnjax import data_cache
+
+    with tempfile.TemporaryDirectory(prefix="attnjax-bench-cache-") as root:
+        cached = data_cache.cached(source, 0, count + 1, workers=workers, root_dir=root)
+        if not isinstance(cached, data_cache.CachedSource):
+            return float("nan")  # no room on the disk
+        return _rate(cached.host_batch, count)
+
+
+def measure(task_name: str, size: str, *, batches: int, steps: int, train: bool,
+            cache: bool = True) -> dict:
     from attnjax import steps as train_lib
     from attnjax.input_pipeline import DataSource
     from attnjax.parallel import replicate, shard
@@ -92,15 +109,16 @@ def measure(task_name: str, size: str, *, batches: int, steps: int, train: bool)
     if config.data_workers:  # the pipeline as the run uses it: worker processes, in order
         row["host_batches_per_s"] = _pipeline_rate(source, batches, config.data_workers)
         row["host_examples_per_s"] = row["host_batches_per_s"] * config.batch_size
+    if cache:
+        row["cached_batches_per_s"] = _cached_rate(source, batches, config.data_workers)
     if not train:
         return row
     try:
-        batch = source.host_batch(0)
+        batch = source.host_batch(0)  # the train step of a pack of one run
         state = replicate(train_lib.stack([train_lib.init_state(config, model, tx, batch)]),
-                          devices)  # a pack of one run: [D, 1, ...]
+                          devices)
         device_batch = shard({k: v[:, None] for k, v in batch.items()}, devices)
-        hparams = train_lib.pack_hparams([config])
-        rng = train_lib.pack_rngs([config])
+        hparams, rng = train_lib.pack_hparams([config]), train_lib.pack_rngs([config])
         state, _ = p_train(state, device_batch, hparams, rng)  # compile
         jax.block_until_ready(state)
         start = time.perf_counter()
@@ -113,24 +131,28 @@ def measure(task_name: str, size: str, *, batches: int, steps: int, train: bool)
         return row
     row["train_steps_per_s"] = steps / (time.perf_counter() - start)
     row["headroom"] = row["host_batches_per_s"] / row["train_steps_per_s"]
+    if row.get("cached_batches_per_s"):
+        row["cached_headroom"] = row["cached_batches_per_s"] / row["train_steps_per_s"]
     return row
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| task | size | L | batch | workers | host batches/s | train steps/s | headroom |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | size | L | batch | workers | host batches/s | train steps/s | headroom | "
+             "cached batches/s | cached headroom |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("status") == "skipped":
-            lines.append(f"| {r['task']} | {r['size']} | | | | skipped: {r['reason']} | | |")
+            lines.append(f"| {r['task']} | {r['size']} | | | | skipped: {r['reason']} | | | | |")
             continue
         train, headroom = r.get("train_steps_per_s"), r.get("headroom")
         train_text = f"{train:.2f}" if train else ("OOM" if "memory" in r.get(
             "train_error", "") else "—")
-        headroom_text = f"{headroom:.1f}×" if headroom else "—"
+        ratio = lambda x: f"{x:,.1f}×" if x else "—"
+        cached = r.get("cached_batches_per_s")
         lines.append(
             f"| {r['task']} | {r['size']} | {r['seq_len']} | {r['batch_size']} | "
             f"{r['data_workers']} | {r['host_batches_per_s']:.1f} | {train_text} | "
-            f"{headroom_text} |")
+            f"{ratio(headroom)} | {f'{cached:,.0f}' if cached else '—'} | "
+            f"{ratio(r.get('cached_headroom'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=20, help="host batches timed")
     parser.add_argument("--steps", type=int, default=5, help="train steps timed")
     parser.add_argument("--no-train", action="store_true", help="host rate only")
+    parser.add_argument("--no-cache", action="store_true", help="skip the data cache's rate")
     parser.add_argument("--out", default="runs/bench/data")
     args = parser.parse_args(argv)
     names = tasks.names() if args.tasks == "all" else args.tasks.split(",")
@@ -162,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if size != "quickstart" and name not in SIZES[size]:
                 continue  # no separate large size for this task
             rows.append({**measure(name, size, batches=args.batches, steps=args.steps,
-                                   train=not args.no_train), "status": "ok"})
+                                   train=not args.no_train, cache=not args.no_cache),
+                         "status": "ok"})
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ a decoder-only Transformer for "lm" tasks, an encoder with a pooled classifier f
 
 from __future__ import annotations
 
+from attnjax import hardware
 from attnjax.models.encoder_decoder import EncoderDecoder
 from attnjax.models.transformer import DTYPES, Block, MixingSublayer, Stack, Transformer
 
@@ -34,12 +35,14 @@ def block_settings(model_config) -> tuple:
 
 
 def build(model_config, task):
-    """The model for a resolved `config.model` and a task instance."""
+    """The model for a resolved `config.model` and a task instance. `model.dtype="auto"` is
+    resolved here, for the backend this process runs on (hardware.compute_dtype)."""
     common = dict(
         vocab_size=task.vocab_size, output_size=task.output_size, max_length=task.max_length,
         block=block_settings(model_config), num_layers=model_config.num_layers,
         positional=model_config.positional, dropout_rate=model_config.dropout_rate,
-        dtype=DTYPES[model_config.dtype],
+        dtype=DTYPES[hardware.compute_dtype(model_config.dtype)],
+        remat=model_config.remat, scan_layers=model_config.scan_layers,
     )
     if task.head == "seq2seq":
         return EncoderDecoder(

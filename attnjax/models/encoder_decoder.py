@@ -29,13 +29,15 @@ class EncoderDecoder(nn.Module):
     positional: str = "learned"
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    remat: bool = False
+    scan_layers: bool = False
 
     @nn.compact
     def __call__(self, inputs, *, decoder_inputs, padding_mask=None, decoder_padding_mask=None,
                  positions=None, deterministic=True):
         # inputs: [B, Ls] source ids; decoder_inputs: [B, Lt] shifted target ids
         common = dict(positional=self.positional, dropout_rate=self.dropout_rate,
-                      dtype=self.dtype)
+                      dtype=self.dtype, remat=self.remat, scan_layers=self.scan_layers)
         memory = Stack(self.vocab_size, self.max_length, False, self.block, self.num_layers,
                        **common, name="encoder")(
             inputs, padding_mask=padding_mask, deterministic=deterministic)  # [B, Ls, D]
@@ -45,4 +47,4 @@ class EncoderDecoder(nn.Module):
                   self.num_decoder_layers or self.num_layers, **common, name="decoder")(
             decoder_inputs, padding_mask=decoder_padding_mask, context=memory,
             context_mask=padding_mask, deterministic=deterministic)  # [B, Lt, D]
-        return lm_logits(x, positions, self.output_size)  # [B, T, V]
+        return lm_logits(x.astype(jnp.float32), positions, self.output_size)  # [B, T, V]

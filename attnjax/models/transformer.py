@@ -6,6 +6,14 @@ q, k, v [B, L, H, Dh], so comparing variants compares token mixing and nothing e
 mixer-level variant (GRU, LSTM, ...) replaces the whole mixing sublayer. Heads: "lm" (logits per
 predicted position; with `positions` only those positions are projected to the vocabulary) and
 "classification" (masked mean pooling, then logits per sequence).
+
+Precision: `dtype` is the compute dtype of the Blocks (bfloat16 on accelerators by default);
+parameters are float32 whatever it is, LayerNorm statistics and the variants' softmax run in
+float32, and the heads take float32 inputs and return float32 logits, so losses and metrics
+are float32 sums. Memory: `remat` recomputes each Block's activations in the backward pass
+(jax.checkpoint); `scan_layers` runs one Block under `nn.scan` over the layers, its parameters
+stacked on a leading layer axis ("layers" instead of "block_0", "block_1", ...), so the program
+holds one Block however deep the model is.
 """
 
 from __future__ import annotations
@@ -110,9 +118,9 @@ class Block(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, *, padding_mask=None, causal=False, bias=None, context=None,
+    def __call__(self, x, padding_mask=None, causal=False, bias=None, context=None,
                  context_mask=None, deterministic=True):
-        # x: [B, L, D]
+        # x: [B, L, D]. Positional too (LAYER_STATIC: which arguments remat/scan keep static)
         drop = lambda h: nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
         shared = dict(d_model=self.d_model, num_heads=self.num_heads,
                       num_kv_heads=self.num_kv_heads, qk_norm=self.qk_norm,
@@ -137,6 +145,11 @@ class Block(nn.Module):
         return x + drop(h)
 
 
+# Block.__call__'s Python-valued arguments (causal, deterministic), counting self as 0: static
+# under nn.remat, which would otherwise trace them.
+LAYER_STATIC = (3, 7)
+
+
 class Stack(nn.Module):
     """Embedding + absolute positions + `num_layers` Blocks + final norm: [B, L] -> [B, L, D].
 
@@ -151,6 +164,8 @@ class Stack(nn.Module):
     positional: str = "learned"
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    remat: bool = False  # recompute each Block's activations in the backward pass
+    scan_layers: bool = False  # one Block scanned over the layers (params [num_layers, ...])
 
     @nn.compact
     def __call__(self, tokens, *, padding_mask=None, context=None, context_mask=None,
@@ -166,11 +181,27 @@ class Stack(nn.Module):
         elif self.positional == "t5_bias":
             bias = pos_lib.T5Bias(block["num_heads"], bidirectional=not self.causal,
                                   name="t5_bias")(length, length)
-        for i in range(self.num_layers):
-            x = Block(**block, rope=self.positional == "rope", dropout_rate=self.dropout_rate,
-                      max_length=self.max_length, dtype=self.dtype, name=f"block_{i}")(
-                x, padding_mask=padding_mask, causal=self.causal, bias=bias, context=context,
-                context_mask=context_mask, deterministic=deterministic)
+        settings = dict(**block, rope=self.positional == "rope", dropout_rate=self.dropout_rate,
+                        max_length=self.max_length, dtype=self.dtype)
+        # inside a scan the CSE that remat's prevent_cse guards against cannot happen
+        layer = nn.remat(Block, static_argnums=LAYER_STATIC, prevent_cse=not self.scan_layers
+                         ) if self.remat else Block
+        inputs = (padding_mask, self.causal, bias, context, context_mask, deterministic)
+        if self.scan_layers:
+            causal = self.causal
+
+            def body(block, x, padding_mask, bias, context, context_mask):
+                return block(x, padding_mask, causal, bias, context, context_mask,
+                             deterministic), None
+
+            scan = nn.scan(body, variable_axes={"params": 0, "intermediates": 0},
+                           split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
+                           length=self.num_layers)
+            x, _ = scan(layer(**settings, name="layers"), x, padding_mask, bias, context,
+                        context_mask)  # [B, L, D]
+        else:
+            for i in range(self.num_layers):
+                x = layer(**settings, name=f"block_{i}")(x, *inputs)  # [B, L, D]
         return nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)  # [B, L, D]
 
 
@@ -194,13 +225,17 @@ class Transformer(nn.Module):
     positional: str = "learned"
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
+    remat: bool = False
+    scan_layers: bool = False
 
     @nn.compact
     def __call__(self, inputs, *, padding_mask=None, positions=None, deterministic=True):
         # inputs: [B, L] int; padding_mask: [B, L] bool or None; positions: [B, T] int or None
         x = Stack(self.vocab_size, self.max_length, self.causal, self.block, self.num_layers,
-                  self.positional, self.dropout_rate, self.dtype, name="stack")(
+                  self.positional, self.dropout_rate, self.dtype, self.remat, self.scan_layers,
+                  name="stack")(
             inputs, padding_mask=padding_mask, deterministic=deterministic)  # [B, L, D]
+        x = x.astype(jnp.float32)  # heads, pooling and losses in float32
         if self.head == "lm":
             return lm_logits(x, positions, self.output_size)  # [B, T, V]
         if self.head == "classification":

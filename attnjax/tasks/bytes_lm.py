@@ -3,6 +3,11 @@
 Data: Hutter Prize enwik8 (the first 10^8 bytes of an English Wikipedia XML dump; Mahoney 2006),
 as used by Al-Rfou et al. 2018 and Transformer-XL (Dai et al. 2019), scored in bits per byte.
 Any file works: its bytes are the tokens (ids 0..255, vocab 256; no padding).
+`source="synthetic"` (no file) models a deterministic stand-in instead, for benchmarks and
+smoke runs (`attnjax bench train`): `synthetic_bytes` bytes of "text" drawn once from a fixed
+seed — words of 1-10 random lowercase letters from a vocabulary of 2048, chosen with Zipf
+frequencies (exponent 1.1) and separated by spaces — so there is something to learn (word
+spelling and frequency) but no long-range structure.
 Tests: long-context modelling of real text — dependencies from within a word to across pages.
 
 Splits (the standard enwik8 split): the first 1 - valid_fraction - test_fraction of the file
@@ -17,6 +22,7 @@ one byte of the file; T = L, no positions, weights 1), so a window reads L + 1 b
          i is windows [i·B, (i+1)·B), wrapping around), the same for every run.
 Metrics: loss (nats per byte), accuracy, and bits_per_byte = loss / ln 2.
 Cost: the file is memory-mapped (nothing is read up front); a batch reads B·(L + 1) bytes.
+The synthetic stream is made in memory when the task is created (~0.1 s for 4 MiB).
 """
 
 from __future__ import annotations
@@ -36,10 +42,33 @@ NAME = "bytes_lm"
 EXPECTED = "a file whose bytes are the text to model, e.g. enwik8 (unzipped)"
 
 
+SOURCES = ("file", "synthetic")
+SYNTHETIC_WORDS = 2048  # vocabulary of the synthetic stream
+SYNTHETIC_ZIPF = 1.1  # word frequency ~ rank^-1.1
+
+
 @functools.lru_cache(maxsize=2)
 def _bytes(path: str, stamp: tuple) -> np.ndarray:
     """The file's bytes, memory-mapped: uint8 [n]."""
     return np.memmap(path, dtype=np.uint8, mode="r")
+
+
+@functools.lru_cache(maxsize=2)
+def synthetic_bytes(size: int) -> np.ndarray:
+    """The synthetic stream: uint8 [size], the same on every machine (seed 0)."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 11, SYNTHETIC_WORDS) + 1  # letters + the space after
+    starts = np.cumsum(lengths) - lengths
+    table = rng.integers(ord("a"), ord("z") + 1, lengths.sum()).astype(np.uint8)
+    table[starts + lengths - 1] = ord(" ")
+    p = 1.0 / np.arange(1, SYNTHETIC_WORDS + 1) ** SYNTHETIC_ZIPF
+    ids = rng.choice(SYNTHETIC_WORDS, size=size // 2 + 1, p=p / p.sum())  # >= size bytes
+    taken = lengths[ids]
+    offsets = np.cumsum(taken) - taken  # where each chosen word starts in the stream
+    index = np.repeat(starts[ids] - offsets, taken) + np.arange(taken.sum())
+    out = table[index[:size]]
+    out.flags.writeable = False
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +79,9 @@ class BytesLM(EpochBatches, LMTask):
     length_field = "seq_len"  # eval_lengths rebuilds the task with another seq_len
     shuffle_eval = False  # eval / test windows in file order
 
-    path: str = ""  # the file (e.g. /data/enwik8)
+    path: str = ""  # the file (e.g. /data/enwik8); source="file" only
+    source: str = "file"  # "file" | "synthetic" (a generated stream, no file: see above)
+    synthetic_bytes: int = 1 << 22  # length of the synthetic stream (source="synthetic")
     seq_len: int = 512  # L: input bytes per window
     valid_fraction: float = 0.05  # of the file after train: eval (enwik8: 5M of 100M)
     test_fraction: float = 0.05  # the end of the file: test (enwik8: 5M of 100M)
@@ -59,20 +90,31 @@ class BytesLM(EpochBatches, LMTask):
         problems = _files.check_fractions(NAME, self.valid_fraction, self.test_fraction)
         if self.seq_len < 1:
             problems.append(f"seq_len must be >= 1 (got {self.seq_len})")
+        if self.source not in SOURCES:
+            problems.append(f"source must be one of {', '.join(SOURCES)} (got {self.source!r})")
+        elif self.source == "synthetic" and self.path:
+            problems.append(f"source='synthetic' reads no file; drop path={self.path!r}")
+        if self.synthetic_bytes < 1:
+            problems.append(f"synthetic_bytes must be >= 1 (got {self.synthetic_bytes})")
         if problems:
             raise ConfigError(f"{NAME}: " + "; ".join(problems))
-        path = _files.require_path(NAME, self.path, EXPECTED)
-        if not path.is_file():
-            raise ConfigError(f"task {NAME}: task.path={self.path!r} is a folder; expected "
-                              f"{EXPECTED}")
-        object.__setattr__(self, "_key", (str(path), _files.stamp(path)))
-        size = path.stat().st_size
+        if self.source == "synthetic":
+            where, size = "the synthetic stream", self.synthetic_bytes
+            object.__setattr__(self, "_key", None)
+        else:
+            path = _files.require_path(NAME, self.path, EXPECTED)
+            if not path.is_file():
+                raise ConfigError(f"task {NAME}: task.path={self.path!r} is a folder; expected "
+                                  f"{EXPECTED}")
+            object.__setattr__(self, "_key", (str(path), _files.stamp(path)))
+            where, size = str(path), path.stat().st_size
         bounds = self._bounds(size)
         short = {s: hi - lo for s, (lo, hi) in bounds.items() if hi - lo < self.seq_len + 1}
         if short:
             raise ConfigError(
-                f"task {NAME}: {path} ({size} bytes) leaves split(s) with fewer than seq_len + 1"
-                f" = {self.seq_len + 1} bytes: {short}; use a larger file or a smaller seq_len"
+                f"task {NAME}: {where} ({size} bytes) leaves split(s) with fewer than seq_len + 1"
+                f" = {self.seq_len + 1} bytes: {short}; use a larger file (synthetic_bytes) or "
+                "a smaller seq_len"
             )
 
     def _bounds(self, size: int) -> dict[str, tuple[int, int]]:
@@ -83,7 +125,7 @@ class BytesLM(EpochBatches, LMTask):
                 "test": (n_train + n_valid, size)}
 
     def _split(self, split: str) -> np.ndarray:
-        data = _bytes(*self._key)
+        data = synthetic_bytes(self.synthetic_bytes) if self._key is None else _bytes(*self._key)
         lo, hi = self._bounds(len(data))[split]
         return data[lo:hi]
 
