@@ -59,8 +59,9 @@ def test_unknown_device_has_no_mfu(tmp_path):
 
 def test_a_step_that_does_not_fit_fails_the_run_with_the_knobs(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(hardware, "free_memory_bytes", lambda device: 1024)
+    reference = {"model.attention_kwargs": {"implementation": "reference"}}  # the [L, L] path
     with pytest.raises(train.OutOfMemory):
-        train.train_and_evaluate(tiny_config(), tmp_path / "run")
+        train.train_and_evaluate(tiny_config(**reference), tmp_path / "run")
     summary = RunDir(tmp_path / "run").read_summary()
     assert summary["status"] == "failed" and summary["step"] == 0
     reason = summary["reason"]

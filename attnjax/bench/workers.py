@@ -6,7 +6,8 @@ the cost of the claim protocol (claim + release, one heartbeat).
 The study is the quickstart's MQAR model (configs/mqar.py:quickstart) with `--runs` runs
 (softmax and linear, seeds 0..); each worker count trains it from scratch in its own sweep dir,
 one after the other, through the real CLI (`attnjax sweep --workers N`), so process start-up,
-compiles and the claim traffic are all counted. Writes <out>/workers_benchmark.json.
+compiles and the claim traffic are all counted. The sweep dirs go to a temporary folder
+(`--keep DIR` keeps them there); writes <out>/workers_benchmark.json.
 """
 
 from __future__ import annotations
@@ -58,14 +59,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     p.add_argument("--steps", type=int, default=800, help="train steps per run")
     p.add_argument("--out", default="runs/bench-workers")
+    p.add_argument("--keep", help="put the sweep dirs here and keep them")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    study = out / "study.py"
+    work = Path(args.keep or tempfile.mkdtemp(prefix="attnjax-bench-workers-"))
+    work.mkdir(parents=True, exist_ok=True)
+    study = work / "study.py"
     study.write_text(STUDY.format(steps=args.steps, seeds=(args.runs + 1) // 2, runs=args.runs))
     rows = []
     for n in (int(w) for w in args.workers.split(",")):
-        workdir = out / f"workers-{n}"
+        workdir = work / f"workers-{n}"
         if workdir.exists():
             import shutil
 
@@ -87,6 +91,10 @@ def main(argv: list[str]) -> int:
               "steps": args.steps, "rows": rows, "claims": claim_cost(),
               "command": "attnjax bench workers " + " ".join(argv)}
     rundir.atomic_write_json(out / "workers_benchmark.json", report)
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     print("| workers | wall (s) | speed-up | runs done |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['workers']} | {r['wall_s']:.1f} | {r['speedup']:.2f}× | {r['runs_done']} |")
