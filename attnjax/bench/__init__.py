@@ -23,6 +23,21 @@ from attnjax.registry import ConfigError, unknown_name_message
 KINDS = ("attention", "data", "workers", "replicas", "train")
 
 
+def parse_sets(items: Sequence[str]) -> dict:
+    """`--set KEY=VALUE` arguments as config overrides (values read as Python literals when
+    they are one: 128, True, 1e-3, (64, 128); else as text)."""
+    import ast
+
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):

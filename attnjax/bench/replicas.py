@@ -14,12 +14,12 @@ without the compile (a pack compiles once for its whole run), and the compiled s
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 import time
 from pathlib import Path
 
 from attnjax import provenance, rundir
+from attnjax.bench import parse_sets
 
 SIZES = {
     "quickstart": ("configs/mqar.py:quickstart", {}),
@@ -104,12 +104,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default="runs/bench-replicas")
     args = p.parse_args(argv)
     spec, overrides = SIZES.get(args.config, (args.config, {}))
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
+    overrides = {**overrides, **parse_sets(args.set)}
     config = _load(spec, overrides)
     rows = []
     for k in (int(x) for x in args.k.split(",")):

@@ -22,12 +22,12 @@ Writes <out>/train_benchmark.json (device, date, versions, command).
 from __future__ import annotations
 
 import argparse
-import ast
 import time
 from pathlib import Path
 from typing import Any
 
 from attnjax import provenance, rundir
+from attnjax.bench import parse_sets
 
 SIZES: dict[str, dict[str, Any]] = {
     "gpt": {"model.num_layers": 12, "model.d_model": 768, "model.num_heads": 12,
@@ -144,12 +144,7 @@ def main(argv: list[str]) -> int:
     overrides: dict[str, Any] = {}
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
+    overrides.update(parse_sets(args.set))
     config = make_config(size, overrides)
     row = {"size": size, **measure(config, args.steps)}
     import jax
