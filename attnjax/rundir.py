@@ -256,7 +256,11 @@ class RunDir:
         except ValueError:
             return None
 
+    def live_holder(self) -> claim_lib.Holder | None:
+        """The current claim if a live worker holds it (see claim.Holder.alive), else None."""
+        holder = self.holder()
+        return holder if holder is not None and holder.alive(self.claim_timeout()) else None
+
     def is_stale(self) -> bool:
         """`running` on disk, but no live worker holds it (killed, machine lost)."""
-        holder = self.holder()
-        return holder is None or not holder.alive(self.claim_timeout())
+        return self.live_holder() is None

@@ -26,14 +26,12 @@ def rows(path: str | Path) -> list[dict[str, Any]]:
     out = []
     for r in run_dirs:
         summary = r.read_summary()
-        holder = r.holder()
+        holder, live = r.holder(), r.live_holder()
         status = summary.get("status") or "pending"
-        live = holder is not None and holder.alive(r.claim_timeout())
-        stale = status == "running" and not live
         out.append({
-            "name": r.name, "status": status, "stale": stale,
+            "name": r.name, "status": status, "stale": status == "running" and live is None,
             "step": summary.get("step"), "num_train_steps": summary.get("num_train_steps"),
-            "worker": holder.worker if live else None,
+            "worker": live.worker if live is not None else None,
             "heartbeat_age_s": (round(holder.age(), 1) if holder is not None
                                 and not holder.released else None),
             "reason": summary.get("reason"),

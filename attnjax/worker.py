@@ -31,8 +31,7 @@ def claimable(run_dir: RunDir, retry_failed: bool = False) -> bool:
     status = run_dir.status() or "pending"
     if status == "done" or (status == "failed" and not retry_failed):
         return False
-    holder = run_dir.holder()
-    return holder is None or not holder.alive(run_dir.claim_timeout())
+    return run_dir.live_holder() is None
 
 
 def _config(run_dir: RunDir):
@@ -106,9 +105,8 @@ def outcome(path: str | Path) -> dict[str, Any]:
     worker" when a live worker elsewhere has it."""
     run_dir = RunDir(path)
     summary = run_dir.read_summary()
-    holder = run_dir.holder()
-    if summary.get("status") != "done" and holder is not None and holder.alive(
-            run_dir.claim_timeout()):
+    holder = run_dir.live_holder()
+    if summary.get("status") != "done" and holder is not None:
         return {"status": "held by another worker", "reason": holder.describe()}
     return {"status": summary.get("status"), "reason": summary.get("reason")}
 
