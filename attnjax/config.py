@@ -39,6 +39,9 @@ def defaults() -> ml_collections.ConfigDict:
     c.batch_size = 64  # global: split evenly over the local devices
     c.learning_rate = 1e-3  # peak, after linear warmup; cosine decay to 0 by num_train_steps
     c.warmup_steps = 100
+    # split each device's batch into this many micro-batches, run one after another with their
+    # gradients summed: the same update (to float rounding) with 1/M of the activation memory
+    c.grad_accum_steps = 1
     c.weight_decay = 0.1  # decoupled (AdamW); matrices only, not biases/norms
     c.grad_clip_norm = 1.0  # global-norm clipping; 0 disables
     c.adam_b1 = 0.9

@@ -104,21 +104,32 @@ def _global_norm(tree):
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
-def train_step(state, batch, hparams, rng, *, model, task, tx, schedule, axis_name=AXIS):
+def train_step(state, batch, hparams, rng, *, model, task, tx, schedule, accum_steps=1,
+               axis_name=AXIS):
     """One AdamW step of one run on a per-device shard; metrics are summed over devices. A
-    non-finite loss or gradient leaves the state as it was (the loop fails the run there)."""
+    non-finite loss or gradient leaves the state as it was (the loop fails the run there).
+    accum_steps > 1 splits the shard into that many micro-batches run one after another in a
+    `scan` (gradients summed, then divided by the whole batch's weight): the same update as one
+    pass over the shard up to float rounding, with 1/accum_steps of its activation memory."""
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(axis_name))
 
-    def loss_fn(params):
+    def loss_fn(params, batch, rng, weight_total=None):
         logits = model.apply(
             {"params": params}, batch["inputs"], **model_inputs(batch),
             deterministic=False, rngs={"dropout": rng},
         )
         loss_sum, weight, metrics = task.loss_and_metrics(logits, batch)
-        return loss_sum / jax.lax.psum(weight, axis_name), metrics
+        scale = jax.lax.psum(weight, axis_name) if weight_total is None else 1.0
+        return loss_sum / scale, (weight, metrics)
 
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params)
-    grads = jax.lax.psum(grads, axis_name)
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if accum_steps == 1:
+        grads, (_, metrics) = grad_fn(state.params, batch, rng)
+        grads = jax.lax.psum(grads, axis_name)
+    else:
+        grads, weight, metrics = _accumulate(grad_fn, state.params, batch, rng, accum_steps)
+        total = jax.lax.psum(weight, axis_name)
+        grads = jax.tree.map(lambda g: g / total, jax.lax.psum(grads, axis_name))
     metrics = jax.lax.psum(metrics, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     lr = hparams["learning_rate"] * schedule(state.step, warmup_steps=hparams["warmup_steps"])
@@ -138,6 +149,27 @@ def train_step(state, batch, hparams, rng, *, model, task, tx, schedule, axis_na
     return jax.tree.map(keep, new, state), metrics
 
 
+def _accumulate(grad_fn, params, batch, rng, accum_steps: int):
+    """(gradient of the summed loss, weight, metrics) over the shard's micro-batches in a scan:
+    only one micro-batch's activations are live at a time."""
+    # every batch leaf [b, ...] -> [accum_steps, b / accum_steps, ...]
+    micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
+
+    def grads_of(m, i):
+        grads, (weight, metrics) = grad_fn(params, m, jax.random.fold_in(rng, i), True)
+        return grads, weight, metrics
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                         jax.eval_shape(grads_of, first, jnp.int32(0)))
+
+    def body(carry, xs):
+        return jax.tree.map(jnp.add, carry, grads_of(*xs)), None
+
+    total, _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum_steps)))
+    return total
+
+
 def eval_step(params, batch, *, model, task, axis_name=AXIS):
     logits = model.apply({"params": params}, batch["inputs"], **model_inputs(batch))
     _, _, metrics = task.loss_and_metrics(logits, batch)
@@ -145,7 +177,8 @@ def eval_step(params, batch, *, model, task, axis_name=AXIS):
 
 
 @functools.lru_cache(maxsize=32)
-def compiled_train(model, task, opt_settings: tuple, num_train_steps: int, devices):
+def compiled_train(model, task, opt_settings: tuple, num_train_steps: int, devices,
+                   accum_steps: int = 1):
     """The pack train step, cached on everything static, so runs and packs of any size that
     differ only in traced values share it (jit compiles once per pack size K).
 
@@ -154,7 +187,8 @@ def compiled_train(model, task, opt_settings: tuple, num_train_steps: int, devic
     """
     tx = make_optimizer(ml_collections.ConfigDict(dict(opt_settings)))
     schedule = functools.partial(lr_multiplier, num_train_steps=num_train_steps)
-    one_run = functools.partial(train_step, model=model, task=task, tx=tx, schedule=schedule)
+    one_run = functools.partial(train_step, model=model, task=task, tx=tx, schedule=schedule,
+                                accum_steps=accum_steps)
     pack = jax.vmap(one_run, in_axes=(0, 1, 0, 0))
     p_train = jax.pmap(pack, axis_name=AXIS, in_axes=(0, 0, None, None),
                        devices=pmap_devices(devices), donate_argnums=(0,))
@@ -191,12 +225,24 @@ def devices_for(config) -> tuple:
         if config.num_devices > len(devices):
             raise ConfigError(f"num_devices={config.num_devices} but only {len(devices)} local")
         devices = devices[: config.num_devices]
-    global_devices = len(devices) * jax.process_count()
-    if config.batch_size % global_devices:
-        raise ConfigError(
-            f"batch_size={config.batch_size} must be divisible by the {global_devices} devices"
-        )
+    check_batch(config, len(devices) * jax.process_count())
     return tuple(devices)
+
+
+def check_batch(config, num_devices: int) -> None:
+    """ConfigError unless the global batch splits into num_devices x grad_accum_steps parts."""
+    if config.grad_accum_steps < 1:
+        raise ConfigError(f"grad_accum_steps={config.grad_accum_steps} must be >= 1")
+    if config.batch_size % num_devices:
+        raise ConfigError(
+            f"batch_size={config.batch_size} must be divisible by the {num_devices} devices"
+        )
+    if (config.batch_size // num_devices) % config.grad_accum_steps:
+        raise ConfigError(
+            f"batch_size={config.batch_size} / {num_devices} devices = "
+            f"{config.batch_size // num_devices} per device must be divisible by "
+            f"grad_accum_steps={config.grad_accum_steps}"
+        )
 
 
 def pmap_devices(devices: tuple) -> tuple:
@@ -220,7 +266,8 @@ def setup(config) -> tuple:
     opt_settings = tuple(sorted(
         (k, config[k]) for k in ("grad_clip_norm", "adam_b1", "adam_b2", "adam_eps")
     ))
-    tx, p_train = compiled_train(model, task, opt_settings, config.num_train_steps, devices)
+    tx, p_train = compiled_train(model, task, opt_settings, config.num_train_steps, devices,
+                                 config.grad_accum_steps)
     return task, scored, model, devices, tx, p_train
 
 

@@ -157,9 +157,9 @@ def _check_devices(config, devices_per_run: int | None) -> None:
     n = config.num_devices or devices_per_run
     if config.num_devices > devices_per_run:
         raise ConfigError(f"num_devices={config.num_devices} but a run gets {devices_per_run}")
-    if config.batch_size % n:
-        raise ConfigError(f"batch_size={config.batch_size} must be divisible by the {n} "
-                          "devices a run trains on")
+    from attnjax import steps
+
+    steps.check_batch(config, n)
 
 
 def check_workdir(workdir: Path) -> None:

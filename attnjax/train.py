@@ -136,6 +136,10 @@ def oom_reason(config, needs: int | None, free: int | None, pack_size: int = 1) 
     need_text = f"needs ~{needs / GIB:.2f} GiB" if needs else "needs more memory than it has"
     free_text = f", {where} has {free / GIB:.2f} GiB free" if free is not None else ""
     knobs = [f"a smaller batch_size (now {config.batch_size})"]
+    accum = _micro_batches_to_fit(config, needs, free)
+    if accum:
+        knobs.append(f"grad_accum_steps={accum} (now {config.grad_accum_steps}; the same update "
+                     "from micro-batches, a fraction of the activation memory)")
     if pack_size > 1:
         knobs.append(f"fewer runs per pack (now {pack_size}; --pack 1)")
     # XLA:CPU (jax 0.10) keeps rematerialised activations and computes bfloat16 in float32,
@@ -150,6 +154,18 @@ def oom_reason(config, needs: int | None, free: int | None, pack_size: int = 1) 
         knobs.append(f"model.attention_kwargs.implementation=auto or blockwise (now "
                      f"{implementation!r}: materialises [L, L] scores)")
     return f"out of memory: the train step {need_text}{free_text}; try {', '.join(knobs)}"
+
+
+def _micro_batches_to_fit(config, needs: int | None, free: int | None) -> int | None:
+    """The smallest multiple of grad_accum_steps (doubling) whose share of the step's memory fits
+    `free` (activations dominate; a rough guide), within the per-device batch; None if none."""
+    per_device = config.batch_size // (config.num_devices or len(jax.local_devices()))
+    accum = 2 * config.grad_accum_steps
+    while accum <= per_device and per_device % accum == 0:
+        if not needs or not free or needs * config.grad_accum_steps / accum < 0.8 * free:
+            return accum
+        accum *= 2
+    return None
 
 
 def _free(devices) -> int | None:

@@ -30,6 +30,7 @@ import jax
 
 from attnjax import config as config_lib
 from attnjax import provenance, rundir, tasks
+from attnjax.bench import parse_sets
 from attnjax.registry import ConfigError, unknown_name_message
 
 # size -> task -> (config file argument, extra overrides). Missing: the config file's default.
@@ -47,7 +48,7 @@ SIZES: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
 }
 
 
-def _config(task: str, size: str):
+def _config(task: str, size: str, sets: dict | None = None):
     arg, overrides = SIZES[size].get(task, (None, {}))
     path = config_lib.config_path(task)
     try:
@@ -55,7 +56,7 @@ def _config(task: str, size: str):
     except ValueError:  # the config file has no such argument: its default size
         config = config_lib.load_config_file(str(path))
     return config_lib.resolve(config_lib.apply_overrides(config, {
-        **overrides, "num_devices": 1, "progress_bar": False}))
+        **overrides, "num_devices": 1, "progress_bar": False, **(sets or {})}))
 
 
 def _rate(fn, count: int) -> float:
@@ -92,14 +93,14 @@ def _cached_rate(source, count: int, workers: int) -> float:
 
 
 def measure(task_name: str, size: str, *, batches: int, steps: int, train: bool,
-            cache: bool = True) -> dict:
+            cache: bool = True, sets: dict | None = None) -> dict:
     from attnjax import steps as train_lib
     from attnjax.input_pipeline import DataSource
     from attnjax.parallel import replicate, shard
 
-    config = _config(task_name, size)
+    config = _config(task_name, size, sets)
     row = {"task": task_name, "size": size, "batch_size": config.batch_size,
-           "attention": config.model.attention}
+           "attention": config.model.attention, "grad_accum_steps": config.grad_accum_steps}
     task, _, model, devices, tx, p_train = train_lib.setup(config)
     row["seq_len"] = task.max_length
     source = DataSource(task, "train", config.batch_size, config.seed)
@@ -119,11 +120,14 @@ def measure(task_name: str, size: str, *, batches: int, steps: int, train: bool,
                           devices)
         device_batch = shard({k: v[:, None] for k, v in batch.items()}, devices)
         hparams, rng = train_lib.pack_hparams([config]), train_lib.pack_rngs([config])
-        state, _ = p_train(state, device_batch, hparams, rng)  # compile
+        compiled = p_train.lower(state, device_batch, hparams, rng).compile()
+        m = compiled.memory_analysis()
+        row["step_memory_bytes"] = int(m.argument_size_in_bytes + m.temp_size_in_bytes)
+        state, _ = compiled(state, device_batch, hparams, rng)  # warm
         jax.block_until_ready(state)
         start = time.perf_counter()
         for _ in range(steps):
-            state, _ = p_train(state, device_batch, hparams, rng)
+            state, _ = compiled(state, device_batch, hparams, rng)
         jax.block_until_ready(state)
     except Exception as e:  # e.g. an LRA-sized model that does not fit this machine
         oom = "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower()
@@ -137,20 +141,25 @@ def measure(task_name: str, size: str, *, batches: int, steps: int, train: bool,
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| task | size | L | batch | workers | host batches/s | train steps/s | headroom | "
-             "cached batches/s | cached headroom |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | size | L | batch | micro-batches | workers | host batches/s | step memory "
+             "(GiB) | train steps/s | headroom | cached batches/s | cached headroom |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("status") == "skipped":
-            lines.append(f"| {r['task']} | {r['size']} | | | | skipped: {r['reason']} | | | | |")
+            lines.append(f"| {r['task']} | {r['size']} | | | | | skipped: {r['reason']} "
+                         "| | | | | |")
             continue
         train, headroom = r.get("train_steps_per_s"), r.get("headroom")
         train_text = f"{train:.2f}" if train else ("OOM" if "memory" in r.get(
             "train_error", "") else "—")
         ratio = lambda x: f"{x:,.1f}×" if x else "—"
         cached = r.get("cached_batches_per_s")
+        memory = r.get("step_memory_bytes")
         lines.append(
             f"| {r['task']} | {r['size']} | {r['seq_len']} | {r['batch_size']} | "
-            f"{r['data_workers']} | {r['host_batches_per_s']:.1f} | {train_text} | "
+            f"{r.get('grad_accum_steps', 1)} | {r['data_workers']} | "
+            f"{r['host_batches_per_s']:.1f} | {f'{memory / 2**30:.2f}' if memory else '—'} | "
+            f"{train_text} | "
             f"{ratio(headroom)} | {f'{cached:,.0f}' if cached else '—'} | "
             f"{ratio(r.get('cached_headroom'))} |")
     return "\n".join(lines) + "\n"
@@ -165,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="train steps timed")
     parser.add_argument("--no-train", action="store_true", help="host rate only")
     parser.add_argument("--no-cache", action="store_true", help="skip the data cache's rate")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override for every measured run, e.g. grad_accum_steps=8")
     parser.add_argument("--out", default="runs/bench/data")
     args = parser.parse_args(argv)
     names = tasks.names() if args.tasks == "all" else args.tasks.split(",")
@@ -185,7 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if size != "quickstart" and name not in SIZES[size]:
                 continue  # no separate large size for this task
             rows.append({**measure(name, size, batches=args.batches, steps=args.steps,
-                                   train=not args.no_train, cache=not args.no_cache),
+                                   train=not args.no_train, cache=not args.no_cache,
+                                   sets=parse_sets(args.set)),
                          "status": "ok"})
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     out = Path(args.out)
