@@ -35,8 +35,10 @@ class Tracker(Protocol):
 
 
 def check(trackers: Sequence[str] | str) -> tuple[str, ...]:
-    """The tracker names as a tuple, checked (ConfigError names the valid ones)."""
-    names = (trackers,) if isinstance(trackers, str) else tuple(trackers)
+    """The tracker names as a tuple, checked (ConfigError names the valid ones). 'jsonl,wandb'
+    (as a command line gives it) is split at the commas."""
+    items = (trackers,) if isinstance(trackers, str) else tuple(trackers)
+    names = tuple(n.strip() for item in items for n in str(item).split(",") if n.strip())
     for name in names:
         if name not in KINDS:
             raise ConfigError(unknown_name_message("logging.trackers entry", name, list(KINDS)))

@@ -35,6 +35,11 @@ def test_bad_trackers_are_config_errors(names, message):
         config_lib.resolve(_with_trackers(names))
 
 
+def test_trackers_from_the_command_line():
+    assert trackers.check("jsonl,wandb") == ("jsonl", "wandb")
+    assert trackers.check(("jsonl, tensorboard", "jsonl")) == ("jsonl", "tensorboard")
+
+
 def test_bad_wandb_mode_names_the_modes():
     message = "unknown logging.wandb_mode 'offlne'; did you mean 'offline'?"
     with pytest.raises(ConfigError, match=re.escape(message)):
