@@ -20,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-from attnjax import REPO_ROOT, attention, tasks
+from attnjax import REPO_ROOT, attention, tasks, trackers
 from attnjax.models import positional
 from attnjax.registry import ConfigError
 
@@ -70,6 +70,15 @@ def defaults() -> ml_collections.ConfigDict:
     # after SIGTERM, seconds to reach a step boundary (checkpoint) before recording preempted
     # and exiting anyway (a step that never returns); a second SIGTERM/Ctrl-C exits at once
     c.preempt_grace_s = 60.0
+
+    # where the numbers go besides metrics.jsonl (attnjax/trackers.py); operational: a resume
+    # may change any of these
+    c.logging = ml_collections.ConfigDict()
+    c.logging.trackers = ("jsonl", "tensorboard")  # of trackers.KINDS; "jsonl" is always on
+    c.logging.wandb_project = "attnjax"
+    c.logging.wandb_entity = ""  # "" = W&B's default entity
+    c.logging.wandb_group = ""  # "" = the sweep dir's name (none for a lone run)
+    c.logging.wandb_mode = ""  # online | offline | disabled; "" = $WANDB_MODE, else online
 
     c.model = ml_collections.ConfigDict()
     c.model.attention = "softmax"  # a file name in attnjax/attention/
@@ -259,6 +268,9 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                           "mapped; the cache is for generated data (e.g. pathfinder)")
     if merged.data_workers < 0:
         raise ConfigError(f"data_workers must be >= 0, got {merged.data_workers}")
+    merged.logging.trackers = trackers.check(merged.logging.trackers)
+    if merged.logging.wandb_mode:
+        _check_choice("logging.wandb_mode", merged.logging.wandb_mode, trackers.WANDB_MODES)
     if merged.num_test_batches < 0:
         raise ConfigError(f"num_test_batches must be >= 0, got {merged.num_test_batches}")
     merged.lock()

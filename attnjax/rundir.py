@@ -48,9 +48,10 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-# Top-level config keys that change how a run is operated, not what it computes: a resume may
-# change them, and config.json files written before they existed still match.
-OPERATIONAL_KEYS = ("claim_timeout_s", "preempt_grace_s", "progress_bar", "data_cache")
+# Top-level config keys (a group: all its keys) that change how a run is operated, not what it
+# computes: a resume may change them, and config.json files written before they existed still
+# match.
+OPERATIONAL_KEYS = ("claim_timeout_s", "preempt_grace_s", "progress_bar", "data_cache", "logging")
 
 
 def _same_run(a: dict, b: dict) -> bool:

@@ -4,6 +4,8 @@ An experiment file (`experiments/<study>.py`) defines
 
     get_config()  -> the study's base ConfigDict (usually a configs/ file plus a few changes)
     sweep()       -> a list of override dicts, {dotted.key: value}, one per run
+    run_name(overrides) -> optional: a run's directory name (default: its overrides, e.g.
+                     `attention-local_seed-0`), for studies whose runs differ in many keys
 
 `experiments/study.py:arg` calls get_config(arg) and sweep(arg) instead (e.g. a CPU-sized and
 an accelerator-sized version of one study); its runs go to runs/<study>-<arg>/ by default.
@@ -77,6 +79,7 @@ def load_experiment(path: str | Path):
     WithArg.__doc__ = module.__doc__
     WithArg.__file__ = str(file)
     WithArg.executor = getattr(module, "executor", None)
+    WithArg.run_name = getattr(module, "run_name", None)
     return WithArg
 
 
@@ -141,12 +144,31 @@ def expand(experiment, devices_per_run: int | None = None) -> list[Run]:
             _check_devices(cfg, devices_per_run)
         except ConfigError as e:
             raise ConfigError(f"run {i} {overrides}: {e}") from None
-        name = run_name(overrides, all_keys)
+        name = _name(experiment, overrides, all_keys)
         if name in seen:
             raise ConfigError(f"runs {seen[name]} and {i} have the same overrides ({name})")
         seen[name] = i
         runs.append(Run(name, overrides, cfg))
     return runs
+
+
+def _name(experiment, overrides: dict[str, Any], all_keys: list[str]) -> str:
+    """The experiment's run_name(overrides) if it has one (checked: one short path
+    component), else run_name(overrides, all_keys)."""
+    namer = getattr(experiment, "run_name", None)
+    if namer is None:
+        return run_name(overrides, all_keys)
+    try:
+        name = namer(overrides)
+    except Exception as e:
+        where = getattr(experiment, "__file__", "the experiment")
+        raise ConfigError(f"experiment run_name() raised {config_lib.describe_error(e, where)}"
+                          ) from None
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name \
+            or os.sep in name or len(name) > 200:
+        raise ConfigError(f"experiment run_name() must return a directory name (no '/', at "
+                          f"most 200 characters); got {name!r}"[:300])
+    return name
 
 
 def _check_devices(config, devices_per_run: int | None) -> None:

@@ -47,7 +47,6 @@ from attnjax import compilation_cache, data_cache, hardware, provenance
 from attnjax import config as config_lib
 from attnjax.claim import Claim
 from attnjax.input_pipeline import DataSource, PackSource, Prefetcher
-from attnjax.metric_writers import MetricWriter
 from attnjax.models.budget import budget
 from attnjax.parallel import replicate, shard, unreplicate
 from attnjax.rundir import RunDir, RunDirError
@@ -64,6 +63,7 @@ from attnjax.steps import (
     static_signature,
 )
 from attnjax.tasks.base import finalize
+from attnjax.trackers import open_trackers
 
 NOT_METRICS = ("wall_time_s", "step")
 # logged with the metrics but measured, so never equal between two runs of the same config
@@ -445,8 +445,8 @@ class _Loop:
 
     def _train(self, stop: StopSignals) -> None:
         config, devices, members = self.config, self.devices, self.members
-        for m in members:
-            m.writer = MetricWriter(m.run_dir, enabled=self.is_main)
+        for m in members:  # a member's own config: trackers may differ within a pack
+            m.trackers = open_trackers(m.config, m.run_dir, enabled=self.is_main)
         workers = config.data_workers
         if config.data_cache:  # generate the train stream once, then read it memory-mapped
             for m in members:
@@ -629,7 +629,7 @@ class _Loop:
             self.bar.set_postfix(postfix)
 
     def log(self, m: _Member, step: int, scalars: dict[str, Any]) -> None:
-        m.writer.write(step, {**scalars, "wall_time_s": self.wall(m)})
+        m.trackers.log(step, {**scalars, "wall_time_s": self.wall(m)})
         m.summary["final_metrics"].update(scalars)
 
     def scored_sets(self, split: str, num_batches: int) -> dict[tuple[str, ...], tuple]:
@@ -687,7 +687,7 @@ class _Loop:
         shared = (("the data pipeline", lambda: self.batches.close()),
                   ("the progress bar", lambda: self.bar.close()))
         each = [(m, what, fn) for m in self.members for what, fn in (
-            ("the metric writers", lambda m=m: m.writer.close()),
+            ("the trackers", lambda m=m: m.trackers.close()),
             ("the checkpointer", lambda m=m: m.checkpointer.close()))]
         for m, what, close in [(None, w, f) for w, f in shared] + each:
             try:

@@ -19,6 +19,9 @@ Data: download CIFAR-10's python version (https://www.cs.toronto.edu/~kriz/cifar
       test the 10k test images.
 Run:  ./launch.sh run configs/image_classification.py --config.task.path=/data/cifar10.npz
       ./launch.sh run configs/image_classification.py:cpu --config.task.path=/data/cifar10.npz
+      ./launch.sh run configs/image_classification.py:lra --config.task.path=/data/cifar10.npz
+      (`:lra`: LRA's released config, lra_benchmarks/image/configs/cifar10/
+      base_cifar10_config.py: 1 x 32, 1 head, MLP 64, 200 epochs at batch 256)
 Cost: 10k steps of 64 x 1024 pixels (~14 epochs of 45k images) — accelerator-sized (tens of
       minutes on one GPU with softmax attention). Loading the npz takes about a second.
 """
@@ -58,6 +61,25 @@ def get_config(arg=None):
         config.model.d_model = 64
         config.model.num_heads = 2
         config.model.mlp_dim = 128
+    elif arg == "lra":  # LRA's released cifar10 config (see experiments/lra.py for deviations)
+        epoch = 45_000 // 256  # LRA: 45k train images, batch 256
+        config.batch_size = 256
+        config.num_train_steps = 200 * epoch
+        config.warmup_steps = epoch
+        config.learning_rate = 5e-4  # LRA: linear warmup, cosine decay
+        config.weight_decay = 0.0
+        config.grad_clip_norm = 0.0  # LRA: grad_clip_norm=None
+        config.eval_every_steps = 10 * epoch
+        config.checkpoint_every_steps = 10 * epoch
+        config.num_eval_batches = 5  # 1280 images, as the default
+        config.num_test_batches = 40  # all 10,000 test images (the last batch wraps around)
+        config.model.num_layers = 1
+        config.model.d_model = 32
+        config.model.num_heads = 1
+        config.model.mlp_dim = 64
+        config.model.dropout_rate = 0.3  # LRA's attention dropout 0.2: see configs/listops.py
+        config.model.positional = "learned"  # LRA: learn_pos_emb=True
     elif arg is not None:
-        raise ValueError(f"configs/image_classification.py: unknown argument {arg!r}; known: cpu")
+        raise ValueError(f"configs/image_classification.py: unknown argument {arg!r}; "
+                         "known: cpu, lra")
     return config

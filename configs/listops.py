@@ -47,7 +47,12 @@ def get_config(arg=None):
         config.model.d_model = 512
         config.model.num_heads = 8
         config.model.mlp_dim = 2048
-        config.learning_rate = 5e-4
+        # LRA's Transformer default; its attention dropout (0.1) is left out: only variants
+        # with explicit attention weights have one, and every variant runs this config
+        config.model.dropout_rate = 0.1
+        config.model.positional = "sinusoidal"  # LRA: learn_pos_emb=False
+        # LRA: 0.05 * linear warmup * rsqrt decay, peaking at 0.05 / sqrt(1000) after warmup
+        config.learning_rate = 0.05 / 1000**0.5
         config.warmup_steps = 1000
         config.task.seq_len = 2000
         config.task.min_len = 501

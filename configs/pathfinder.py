@@ -5,8 +5,9 @@ sinusoidal positions) with mean pooling.
 
 Run:  ./launch.sh run configs/pathfinder.py --config.model.attention=linear
       ./launch.sh run configs/pathfinder.py:cpu      (a short CPU-sized run, a few minutes)
+      ./launch.sh run configs/pathfinder.py:lra      (LRA's budget: 62,400 steps at batch 512)
       easier levels: --config.task.contour_length=6 (easy) or 9 (intermediate)
-Cost: accelerator-sized. LRA trains 62,500 steps at batch 512 (200 epochs of 160k images); this
+Cost: accelerator-sized. LRA trains 62,400 steps at batch 512 (200 epochs of 160k images); this
       runs 20,000 steps at batch 256 on fresh images. Making the hard images takes ~0.5 s of one
       CPU core per batch of 256, so the run generates its stream once into the on-disk data
       cache (data_cache; ~5 GiB, attnjax/data_cache.py) with 8 data_workers processes (~16
@@ -63,6 +64,14 @@ def get_config(arg=None):
         config.task.num_distractors = 2
         config.data_workers = 0
         config.data_cache = False
+    elif arg == "lra":  # LRA's released pathfinder32 transformer config: its budget too
+        config.batch_size = 512
+        config.num_train_steps = 200 * (160_000 // 512)  # 200 epochs of 160k images
+        config.warmup_steps = 160_000 // 512  # one epoch
+        config.grad_clip_norm = 0.0  # LRA: grad_clip_norm=None
+        config.eval_every_steps = 10 * (160_000 // 512)
+        config.checkpoint_every_steps = 5 * (160_000 // 512)
+        config.num_eval_batches = 4  # 2048 images
     elif arg is not None:
-        raise ValueError(f"configs/pathfinder.py: unknown argument {arg!r}; known: cpu")
+        raise ValueError(f"configs/pathfinder.py: unknown argument {arg!r}; known: cpu, lra")
     return config

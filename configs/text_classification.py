@@ -5,6 +5,9 @@ Data: download aclImdb_v1.tar.gz (https://ai.stanford.edu/~amaas/data/sentiment/
       is ignored). Eval is 10% of train/ (carved by hash), test the 25k test/ reviews.
 Run:  ./launch.sh run configs/text_classification.py --config.task.path=/data/aclImdb
       ./launch.sh run configs/text_classification.py:cpu --config.task.path=/data/aclImdb
+      ./launch.sh run configs/text_classification.py:lra --config.task.path=/data/aclImdb
+      (`:lra`: LRA's released text config, lra_benchmarks/text_classification/configs/
+      base_tc_config.py: 4 x 256, 4 heads, MLP 1024, length 1000, 20k steps at batch 32)
       (any CSV/JSONL with text,label columns works too: see attnjax/tasks/text_classification.py)
 Cost: 10k steps of 32 x 1024 bytes — accelerator-sized (tens of minutes on one GPU with softmax
       attention); LRA's own length is --config.task.seq_len=4000 (about 4x the tokens, and 16x
@@ -48,6 +51,19 @@ def get_config(arg=None):
         config.model.num_heads = 2
         config.model.mlp_dim = 128
         config.task.seq_len = 256
+    elif arg == "lra":  # LRA's released text config (see experiments/lra.py for deviations)
+        config.num_train_steps = 20_000
+        config.warmup_steps = 8000
+        # LRA: 0.05 * linear warmup * rsqrt decay, peaking at 0.05 / sqrt(8000) after warmup
+        config.learning_rate = 0.05 / 8000**0.5
+        config.model.num_layers = 4
+        config.model.d_model = 256
+        config.model.num_heads = 4
+        config.model.mlp_dim = 1024
+        config.model.dropout_rate = 0.1  # LRA's attention dropout 0.1: see configs/listops.py
+        config.model.positional = "sinusoidal"  # LRA: learn_pos_emb=False
+        config.task.seq_len = 1000  # the released config's max_length (the paper says 4K)
     elif arg is not None:
-        raise ValueError(f"configs/text_classification.py: unknown argument {arg!r}; known: cpu")
+        raise ValueError(f"configs/text_classification.py: unknown argument {arg!r}; "
+                         "known: cpu, lra")
     return config

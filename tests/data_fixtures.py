@@ -87,3 +87,15 @@ def settings_for(name: str, root: Path) -> dict:
         raise KeyError(f"tests/data_fixtures.py has no fixture for task {name!r}; add one")
     done.touch()
     return settings
+
+
+def lra_data(root: Path) -> Path:
+    """A folder as experiments/lra.py reads it ($ATTNJAX_LRA_DATA): aclImdb/ and cifar10.npz
+    (32 x 32 x 3 images, 10 classes), tiny."""
+    root = Path(root) / "lra_data"
+    if not (root / "cifar10.npz").exists():
+        write_text_folders(root / "aclImdb", {"train/pos": 16, "train/neg": 16, "test/pos": 4,
+                                              "test/neg": 4})
+        write_images(root / "cifar10.npz", {"train": 48, "test": 16}, shape=(32, 32, 3),
+                     num_classes=10)
+    return root

@@ -132,15 +132,15 @@ def test_sigterm_ends_a_run_whose_step_never_returns(tmp_path, signals, reason):
 
 
 def test_disk_full_while_closing_is_recorded_as_failed(tmp_path, monkeypatch):
-    from attnjax import metric_writers
+    from attnjax import trackers
 
     def full(self):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(metric_writers.MetricWriter, "close", full)
+    monkeypatch.setattr(trackers.Trackers, "close", full)
     summary = train.train_and_evaluate(tiny_config(num_train_steps=4), tmp_path)
     assert summary["status"] == "failed"
-    assert summary["reason"].startswith("disk full while closing the metric writers at step 4")
+    assert summary["reason"].startswith("disk full while closing the trackers at step 4")
     assert RunDir(tmp_path).status() == "failed"
 
 

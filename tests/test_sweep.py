@@ -135,17 +135,18 @@ def _shipped_experiments():
 
 @pytest.mark.parametrize("experiment", _shipped_experiments(),
                          ids=lambda p: p.rsplit("/", 1)[-1])
-def test_every_shipped_experiment_expands_and_validates(experiment, tmp_path):
+def test_every_shipped_experiment_expands_and_validates(experiment, tmp_path, monkeypatch):
     """Nothing rots: every run of every study in experiments/ resolves against the code. A
     study of local data takes the data path as its argument: without one it says so, and with
-    fixture files it resolves."""
+    fixture files it resolves (experiments/lra.py reads them from $ATTNJAX_LRA_DATA)."""
+    from tests import data_fixtures
+
+    monkeypatch.setenv("ATTNJAX_LRA_DATA", str(data_fixtures.lra_data(tmp_path)))
     try:
         runs = sweep.expand(sweep.load_experiment(experiment))
     except ConfigError as e:
         if "task.path" not in str(e) or ".py:" in experiment:
             raise
-        from tests import data_fixtures
-
         name = sweep.load_experiment(experiment).get_config().task.name
         path = data_fixtures.settings_for(name, tmp_path)["path"]
         experiment = f"{experiment}:{path}"
@@ -172,3 +173,18 @@ def test_experiment_argument(tmp_path):
     assert sweep.default_workdir(f"{path}:small").name == "study-small"
     with pytest.raises(ConfigError, match="known: small"):
         sweep.expand(sweep.load_experiment(f"{path}:huge"))
+
+
+def test_an_experiment_may_name_its_runs(tmp_path):
+    path = tmp_path / "study.py"
+    path.write_text(
+        "from tests.conftest import tiny_config\n"
+        "def get_config(arg=None):\n    return tiny_config()\n"
+        "def sweep(arg=None):\n    return [{'seed': s} for s in (0, 1)]\n"
+        "def run_name(overrides):\n    return f\"run{overrides['seed']}\" + (NAME_TAIL)\n"
+        "NAME_TAIL = ''\n"
+    )
+    assert [r.name for r in sweep.expand(sweep.load_experiment(f"{path}:x"))] == ["run0", "run1"]
+    path.write_text(path.read_text().replace("NAME_TAIL = ''", "NAME_TAIL = '/up'"))
+    with pytest.raises(ConfigError, match="run_name\\(\\) must return a directory name"):
+        sweep.expand(sweep.load_experiment(path))
