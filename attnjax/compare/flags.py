@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from attnjax.compare.groups import cells, is_missing, value_key
+from attnjax.compare.groups import cells, is_missing, plain, value_key
 from attnjax.compare.runs import CONFIG_PREFIX
 
 PARAMS_TOLERANCE = 0.10  # the LRA rule (Tay et al. 2021): budgets within 10% are comparable
@@ -42,7 +42,7 @@ COVERING_SETTING = {"local": "window_size", "longformer": "window_size", "based"
 
 def _task_settings(run: pd.Series) -> tuple[str | None, dict[str, Any]]:
     name = run.get(f"{TASK_PREFIX}name")
-    settings = {c.removeprefix(TASK_PREFIX): v for c, v in run.items()
+    settings = {c.removeprefix(TASK_PREFIX): plain(v) for c, v in run.items()
                 if isinstance(c, str) and c.startswith(TASK_PREFIX) and c != f"{TASK_PREFIX}name"
                 and not is_missing(v)}
     return (name if isinstance(name, str) else None), settings
@@ -109,7 +109,7 @@ def softmax_in_disguise(run: pd.Series) -> str | None:
     if length is None:
         return None
     length = int(length)
-    kwargs = {c.removeprefix(KWARGS_PREFIX): v for c, v in run.items()
+    kwargs = {c.removeprefix(KWARGS_PREFIX): plain(v) for c, v in run.items()
               if isinstance(c, str) and c.startswith(KWARGS_PREFIX) and not is_missing(v)}
     if attention == "bigbird":
         if _bigbird_covers(kwargs, length):

@@ -122,7 +122,7 @@ def is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """numpy scalars -> Python scalars, so that they JSON-encode and print plainly."""
     return value.item() if isinstance(value, np.generic) else value
 
@@ -146,7 +146,7 @@ def grouping_columns(df: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]
 
 def format_value(value: Any) -> str:
     """A config value for a label: 8.0 -> '8', 0.0003 -> '0.0003', 'local' -> 'local'."""
-    value = _plain(value)
+    value = plain(value)
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else f"{value:.6g}"
     return str(value)
@@ -195,7 +195,7 @@ def _labels(firsts: pd.DataFrame, columns: list[str]) -> dict[str, str]:
 
 def value_key(value: Any) -> str:
     """A config value as comparable text (JSON; `MISSING_KEY` where a run lacks the key)."""
-    return MISSING_KEY if is_missing(value) else json.dumps(_plain(value), default=str)
+    return MISSING_KEY if is_missing(value) else json.dumps(plain(value), default=str)
 
 
 def task_of(df: pd.DataFrame) -> pd.Series:
@@ -212,7 +212,7 @@ def add_groups(df: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.DataFrame:
     df = df.copy()
     columns = grouping_columns(df, exclude)
     records = df[columns].to_dict("records")
-    df["group"] = [json.dumps({c: _plain(v) for c, v in r.items() if not is_missing(v)},
+    df["group"] = [json.dumps({c: plain(v) for c, v in r.items() if not is_missing(v)},
                               sort_keys=True, default=str) for r in records]
     df["label"] = ""
     for _, part in df.groupby(task_of(df), sort=False):

@@ -34,11 +34,14 @@ import pandas as pd
 from attnjax import rundir, stats
 from attnjax.compare.groups import (
     ATTENTION_KEY,
+    cells,
     config_of,
     differing_labels,
     is_missing,
+    sort_key,
 )
 from attnjax.compare.runs import CONFIG_PREFIX, read_curve
+from attnjax.compare.tables import variant_names
 
 DPI = 110
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
@@ -150,32 +153,57 @@ def _group_curve(run_dirs: list[str], metric: str) -> pd.DataFrame | None:
                          "max": steps.max(axis=1), "n": len(curves)})
 
 
+def _panels(frame: pd.DataFrame) -> tuple[pd.Series, dict[str, str]]:
+    """Each row's panel: its task and settings outside the attention (a cell of the sweep),
+    and panel titles naming only the settings that differ between panels."""
+    row_cells = cells(frame).map(dict)
+    keys = frame["task"].astype(str) + "|" + row_cells.map(
+        lambda c: json.dumps(c, sort_keys=True, default=str))
+    first = {k: (task, cell) for k, task, cell in zip(keys, frame["task"], row_cells,
+                                                      strict=True)}
+    labels = differing_labels({k: v[1] for k, v in first.items()}, empty="")
+    return keys, {k: " ".join(p for p in (str(first[k][0]), labels[k]) if p) for k in first}
+
+
+def _cell_panels(frame: pd.DataFrame):
+    """(panel key per row, titles, panels in order, variant name per row, variant names):
+    a panel per task and sweep cell, a line per variant (attention and its settings)."""
+    keys, titles = _panels(frame)
+    order = sorted(titles, key=lambda k: (k.split("|", 1)[0], sort_key(
+        json.loads(k.split("|", 1)[1]).values())))
+    own = frame["group"].map(lambda g: json.dumps(
+        {c: v for c, v in config_of(g).items() if c.startswith(ATTENTION_KEY)}, sort_keys=True))
+    variant = own.map(variant_names({k: json.loads(k) for k in own.unique()}))
+    return keys, titles, order, variant, sorted(variant.unique())
+
+
 def plot_curves(runs: pd.DataFrame, metric: str, path: str | os.PathLike,
                 chance: dict[str, list[float]] | None = None) -> Path | None:
-    """`metric` vs step per label (mean over seeds, min-max shaded), one panel per task;
-    `chance` maps a task to its chance level(s), drawn dashed.
+    """`metric` vs step, a panel per task and sweep cell (settings outside the attention), a
+    line per variant (mean over seeds, min-max shaded); `chance` maps a task to its chance
+    level(s), drawn dashed.
 
-    Reads metrics.jsonl of every run in `runs` (done runs with `task` and `label`).
+    Reads metrics.jsonl of every run in `runs` (done runs with `task`, `group` and `label`).
     """
-    tasks = sorted(runs["task"].unique())
-    fig, axes = _figure(len(tasks))
+    keys, titles, order, variant, names = _cell_panels(runs)
+    fig, axes = _figure(len(order))
     plotted = False
-    for ax, task in zip(axes, tasks, strict=False):
-        for k, (label, part) in enumerate(runs[runs["task"] == task].groupby("label", sort=True)):
-            curve = _group_curve(list(part["run_dir"]), metric)
-            if curve is None:
-                continue
-            n = int(curve["n"].iloc[0])
-            look = {**style(k), "marker": None}
-            ax.plot(curve.index, curve["mean"], label=f"{label} (n={n})", **look)
-            if n > 1:
-                ax.fill_between(curve.index, curve["min"], curve["max"], alpha=0.15,
-                                color=look["color"], linewidth=0)
-            plotted = True
+    for ax, key in zip(axes, order, strict=False):
+        part = runs[keys == key]
+        for name, lines in part.groupby(variant[keys == key], sort=True):
+            curve = _group_curve(list(lines["run_dir"]), metric)
+            if curve is not None:
+                look = {**style(names.index(name)), "marker": None}
+                ax.plot(curve.index, curve["mean"], label=name, **look)
+                if int(curve["n"].iloc[0]) > 1:
+                    ax.fill_between(curve.index, curve["min"], curve["max"], alpha=0.15,
+                                    color=look["color"], linewidth=0)
+                plotted = True
+        task = key.split("|", 1)[0]
         if chance and _is_accuracy(metric):
             _chance_line(ax, chance.get(task, []))
         ax.set(xlabel="step", ylabel=metric)
-        ax.set_title(wrap(task or metric))
+        ax.set_title(wrap(titles[key] or metric))
         ax.grid(alpha=0.3)
     shared_legend(fig, axes)
     return _save(fig, path) if plotted else None
@@ -265,7 +293,8 @@ def plot_swept(table: pd.DataFrame, metric: str, x: str, by: str | None,
     lines = sorted(frame["_line"].unique())
     labels = differing_labels({k: json.loads(k) for k in lines})
     look = {line: style(i) for i, line in enumerate(lines)}
-    panels = list(frame.groupby(["task", frame["_by"].map(str)], sort=True))
+    panels = sorted(frame.groupby(["task", frame["_by"].map(str)], sort=False),
+                    key=lambda kv: (kv[0][0], sort_key([kv[1]["_by"].iloc[0]])))
     fig, axes = _figure(len(panels))
     x_name, by_name = x.removeprefix(CONFIG_PREFIX), (by or "").removeprefix(CONFIG_PREFIX)
     bounded = _is_accuracy(metric)
@@ -306,31 +335,32 @@ def length_table(table: pd.DataFrame, runs: pd.DataFrame, metric: str) -> pd.Dat
         for length, column in sorted(columns.items()):
             summary = stats.describe(pd.to_numeric(part[column], errors="coerce"))
             if summary.n:
-                rows.append({"task": row["task"], "label": row["label"], "length": length,
-                             "mean": summary.mean, "ci": summary.ci, "n": summary.n})
-    return pd.DataFrame(rows, columns=["task", "label", "length", "mean", "ci", "n"])
+                rows.append({"task": row["task"], "label": row["label"], "group": row["group"],
+                             "length": length, "mean": summary.mean, "ci": summary.ci,
+                             "n": summary.n})
+    return pd.DataFrame(rows, columns=["task", "label", "group", "length", "mean", "ci", "n"])
 
 
 def plot_lengths(lengths: pd.DataFrame, metric: str, path: str | os.PathLike) -> Path | None:
-    """Metric vs evaluation length (log2), a line per group, one panel per task."""
+    """Metric vs evaluation length (log2), a panel per task and sweep cell, a line per variant."""
     if lengths.empty or lengths["length"].nunique() < 2:
         return None
-    tasks = sorted(lengths["task"].unique())
-    fig, axes = _figure(len(tasks))
+    keys, titles, order, variant, names = _cell_panels(lengths)
+    fig, axes = _figure(len(order))
     bounded = _is_accuracy(metric)
-    for ax, task in zip(axes, tasks, strict=False):
-        for k, (label, part) in enumerate(lengths[lengths["task"] == task].groupby(
-                "label", sort=True)):
+    split, name = metric.split("/", 1)
+    for ax, key in zip(axes, order, strict=False):
+        for line, part in lengths[keys == key].groupby(variant[keys == key], sort=True):
+            look = style(names.index(line))
             xs, means = part["length"].to_numpy(float), part["mean"].to_numpy(float)
-            ax.plot(xs, means, label=label, **style(k))
+            ax.plot(xs, means, label=line, **look)
             mask, err = error_bars(means, part["ci"], part["n"], bounded)
             if mask.any():
                 ax.errorbar(xs[mask], means[mask], yerr=err, fmt="none", capsize=3,
-                            ecolor=style(k)["color"])
+                            ecolor=look["color"])
         ax.set_xscale("log", base=2)
-        split, name = metric.split("/", 1)
         ax.set(xlabel="evaluation length L", ylabel=f"{name} ({split}_len<L>)")
-        ax.set_title(wrap(task or metric))
+        ax.set_title(wrap(titles[key] or metric))
         ax.grid(alpha=0.3)
     shared_legend(fig, axes)
     return _save(fig, path)

@@ -218,6 +218,9 @@ def _pivot_blocks(part: pd.DataFrame, analysis: Analysis, axes: list[str]) -> li
     if chance:
         caption += " " + chance[0].upper() + chance[1:] + "."
     blocks: list[tuple] = [("table", levels, rows), ("p", caption)]
+    settings = tables.variant_settings(part, axes)
+    if settings:
+        blocks += [("p", "Variant settings (model.attention_kwargs):"), ("list", settings)]
     if notes:
         blocks += [("p", "Flags (" + tables.FLAGS_LEGEND + "):"), ("list", notes)]
     return blocks

@@ -239,12 +239,30 @@ def json_key(config: dict[str, Any]) -> str:
 
 
 def variant_names(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Short row names: the attention, then the other settings that differ (`window_size=8`)."""
-    rest = {k: {c: v for c, v in config.items() if c != ATTENTION_KEY}
-            for k, config in configs.items()}
-    labels = differing_labels(rest, empty="")
-    return {k: " ".join(p for p in (format_value(configs[k].get(ATTENTION_KEY, "")), labels[k])
-                        if p) or "all runs" for k in configs}
+    """Short row names: the attention, plus (only where one attention has several rows) the
+    settings that tell its rows apart, e.g. `local window_size=8`."""
+    attention = {k: format_value(c.get(ATTENTION_KEY, "")) for k, c in configs.items()}
+    names = {}
+    for name in dict.fromkeys(attention.values()):
+        same = {k: {c: v for c, v in configs[k].items() if c != ATTENTION_KEY}
+                for k in configs if attention[k] == name}
+        labels = differing_labels(same, empty="") if len(same) > 1 else {k: "" for k in same}
+        names.update({k: " ".join(p for p in (name, labels[k]) if p) or "all runs"
+                      for k in same})
+    return names
+
+
+def variant_settings(part: pd.DataFrame, axes: list[str]) -> list[str]:
+    """Footnotes for the variant column: each variant's own settings (attention_kwargs)."""
+    out = {}
+    for group in part["group"]:
+        config = config_of(group)
+        name = format_value(config.get(ATTENTION_KEY, ""))
+        own = {c: v for c, v in config.items() if c.startswith(ATTENTION_KEY + "_kwargs.")}
+        if own:
+            text = " ".join(f"{c.rsplit('.', 1)[-1]}={format_value(v)}" for c, v in own.items())
+            out.setdefault(f"{name}: {text}", None)
+    return list(out)
 
 
 def tasks_of(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
