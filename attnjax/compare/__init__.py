@@ -11,7 +11,8 @@ Imports flow one way, each module using only those above it:
     flags     fairness flags (budget, seeds, grid edge, softmax in disguise, at chance)
     analysis  analyze(...) -> Analysis: selection, statistics, significance, flags
     tables    text cells, the pivoted main table, markdown; latex: booktabs tables
-    plots     figures (curves, bars, metric vs swept axis, lengths); figures: report sections
+    plots     figures (curves, bars, metric vs swept axis); lengths: metric vs eval length;
+              figures: the report's figure sections (results, benchmarks, heatmaps)
     report    blocks -> report.md / report.html, results.csv, runs.csv
     cli       write_report(paths, out_dir, ...) and main(argv)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from attnjax.compare import lengths as lengths_
 from attnjax.compare import plots
 from attnjax.compare.groups import format_value, resolve_key, swept_keys
 from attnjax.compare.runs import CONFIG_PREFIX, as_float, find_benchmarks, read_json
@@ -160,8 +161,8 @@ def result_figures(analysis, out: Path, x: str | None = None, by: str | None = N
             blocks.append(("img", path, f"{metric} vs {x.removeprefix(CONFIG_PREFIX)}"
                            + (f" by {by.removeprefix(CONFIG_PREFIX)}" if by else "")
                            + f"; a line per variant; {ci}{chance_note}"))
-    lengths = plots.length_table(table, analysis.runs, metric)
-    path = plots.plot_lengths(lengths, metric, out / f"lengths_{slug(metric)}.png")
+    lengths = lengths_.length_table(table, analysis.runs, metric)
+    path = lengths_.plot_lengths(lengths, metric, out / f"lengths_{slug(metric)}.png")
     if path:
         blocks.append(("img", path, f"{metric} vs evaluation length; "
                        + plots.ci_caption(metric, lengths["n"])))
