@@ -225,6 +225,7 @@ def add_groups(df: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.DataFrame:
 
 def sort_key(values: Iterable[Any]) -> tuple:
     """Numbers before text, numbers by value: a natural order for config values."""
+    values = [plain(v) for v in values]
     return tuple((0, v, "") if isinstance(v, int | float) and not is_missing(v) else
                  (1, 0, str(v)) for v in values)
 
