@@ -27,7 +27,7 @@ import numpy as np
 
 from attnjax.registry import ConfigError
 from attnjax.tasks import _kv
-from attnjax.tasks.base import LMTask
+from attnjax.tasks.base import LMTask, with_defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,14 @@ class AssociativeRecall(LMTask):
     def num_pairs(self) -> int:
         """N: num_kv_pairs, or (seq_len - 1) // 2 when it is 0."""
         return self.num_kv_pairs or (self.seq_len - 1) // 2
+
+    @classmethod
+    def chance_accuracy(cls, settings):
+        """1 / N: picking one of the N distinct in-context values at random (N = num_kv_pairs, or
+        (seq_len - 1) // 2 when 0), the plateau before recall is learnt; a uniform guess over
+        the vocabulary would be 1 / vocab_size."""
+        s = with_defaults(cls, settings)
+        return 1.0 / (s["num_kv_pairs"] or (s["seq_len"] - 1) // 2)
 
     @property
     def max_length(self) -> int:

@@ -85,6 +85,23 @@ class Task:
             key += [shard, num_shards]
         return self.generate(np.random.default_rng(key), rows)
 
+    @classmethod
+    def chance_accuracy(cls, settings: dict[str, Any]) -> float | None:
+        """The `accuracy` a model gets without solving the task, for a run whose `config.task`
+        is `settings` (missing settings take their defaults; `name` is ignored). Read from run
+        dirs by `attnjax compare` (no task is built, no data read): the dashed "chance" line of
+        its plots and its "at chance" flag. None where there is no simple level (the default).
+        """
+        return None
+
+    @classmethod
+    def input_length(cls, settings: dict[str, Any]) -> int | None:
+        """The input length L for `settings` without building the task: the `length_field`
+        setting (or its default); None when only the data knows it."""
+        value = with_defaults(cls, settings).get(cls.length_field or "")
+        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+            else None
+
     def with_length(self, length: int) -> Task:
         """This task with sequence length `length` (for length generalisation)."""
         if self.length_field is None:
@@ -169,6 +186,13 @@ class ClassificationTask(Task):
         n = jnp.float32(targets.shape[0])
         metrics = {"loss": (jnp.sum(losses), n), "accuracy": (jnp.sum(correct), n)}
         return jnp.sum(losses), n, metrics
+
+
+def with_defaults(cls: type, settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` over the task class's defaults (its dataclass fields), without `name`."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)
+                if f.default is not dataclasses.MISSING}
+    return {**defaults, **{k: v for k, v in settings.items() if k != "name"}}
 
 
 def check_shard(batch_size: int, shard: int, num_shards: int) -> int:

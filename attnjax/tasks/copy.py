@@ -27,7 +27,7 @@ import dataclasses
 import numpy as np
 
 from attnjax.registry import ConfigError
-from attnjax.tasks.base import LMTask
+from attnjax.tasks.base import LMTask, with_defaults
 
 BLANK, MARKER, FIRST = 0, 1, 2
 
@@ -60,6 +60,11 @@ class Copy(LMTask):
     def delay(self) -> int:
         """D: blanks between the content and the first marker."""
         return self.seq_len - 2 * self.num_tokens
+
+    @classmethod
+    def chance_accuracy(cls, settings):
+        """1 / (vocab_size - 2): each copied token is uniform over the content ids [2, V)."""
+        return 1.0 / (with_defaults(cls, settings)["vocab_size"] - 2)
 
     @property
     def max_length(self) -> int:

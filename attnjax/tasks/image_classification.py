@@ -37,7 +37,7 @@ import numpy as np
 from attnjax.registry import ConfigError
 from attnjax.tasks import _files, _libraries
 from attnjax.tasks._epochs import EpochBatches
-from attnjax.tasks.base import ClassificationTask
+from attnjax.tasks.base import ClassificationTask, with_defaults
 
 NAME = "image_classification"
 EXPECTED = ("an .npz file with x_train, y_train, x_test, y_test (optionally x_valid, y_valid) "
@@ -201,6 +201,15 @@ class ImageClassification(EpochBatches, ClassificationTask):
     @property
     def vocab_size(self) -> int:
         return 256
+
+    @classmethod
+    def chance_accuracy(cls, settings):
+        """1 / num_classes (a uniform guess) when the setting gives it or the source is
+        CIFAR-10 (10); None when it is inferred from the labels."""
+        s = with_defaults(cls, settings)
+        if s["num_classes"] > 0:
+            return 1.0 / s["num_classes"]
+        return 0.1 if s["source"] in ("tfds:cifar10", "hf:cifar10") else None
 
     @property
     def max_length(self) -> int:

@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 
 from attnjax.registry import ConfigError
-from attnjax.tasks.base import LMTask
+from attnjax.tasks.base import LMTask, with_defaults
 
 TRIGGER, FIRST = 0, 1
 
@@ -47,6 +47,11 @@ class InductionHeads(LMTask):
             problems.append(f"seq_len={self.seq_len} must be >= 3 (trigger, its token, trigger)")
         if problems:
             raise ConfigError("induction_heads: " + "; ".join(problems))
+
+    @classmethod
+    def chance_accuracy(cls, settings):
+        """1 / (vocab_size - 1): the answer is a uniform content token from [1, V)."""
+        return 1.0 / (with_defaults(cls, settings)["vocab_size"] - 1)
 
     @property
     def max_length(self) -> int:

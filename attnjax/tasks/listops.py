@@ -98,6 +98,11 @@ class ListOps(ClassificationTask):
     def num_classes(self) -> int:
         return 10
 
+    @classmethod
+    def chance_accuracy(cls, settings):
+        """1/10: a uniform guess among the 10 results (the majority class scores more)."""
+        return 0.1
+
     @property
     def max_length(self) -> int:
         return self.seq_len

@@ -33,7 +33,7 @@ import numpy as np
 
 from attnjax.registry import ConfigError
 from attnjax.tasks import _kv
-from attnjax.tasks.base import LMTask
+from attnjax.tasks.base import LMTask, with_defaults
 
 FILLERS = ("zero", "random", "zoology")
 
@@ -68,6 +68,14 @@ class MQAR(LMTask):
             problems.append(f"filler must be one of {FILLERS} (got {self.filler!r})")
         if problems:
             raise ConfigError("mqar: " + "; ".join(problems))
+
+    @classmethod
+    def chance_accuracy(cls, settings):
+        """1 / num_kv_pairs: the plateau of a model that has learnt that the answer is one of the
+        N values in the kv block but not which (values are distinct within a sequence), where
+        MQAR training curves sit before recall is learnt. True chance, a uniform guess over the
+        vocabulary, is lower: 1 / vocab_size."""
+        return 1.0 / with_defaults(cls, settings)["num_kv_pairs"]
 
     @property
     def max_length(self) -> int:

@@ -62,7 +62,7 @@ import numpy as np
 
 from attnjax.registry import ConfigError
 from attnjax.tasks import _draw
-from attnjax.tasks.base import ClassificationTask
+from attnjax.tasks.base import ClassificationTask, with_defaults
 
 PATH_INTENSITY = 0.75  # peak of a dash
 MARKER_INTENSITY = 1.0  # peak of a dot
@@ -175,6 +175,16 @@ class Pathfinder(ClassificationTask):
     @property
     def num_classes(self) -> int:
         return 2
+
+    @classmethod
+    def chance_accuracy(cls, settings):
+        """1/2: two balanced classes."""
+        return 0.5
+
+    @classmethod
+    def input_length(cls, settings):
+        """image_size² pixels."""
+        return int(with_defaults(cls, settings)["image_size"]) ** 2
 
     @property
     def max_length(self) -> int:

@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 
 from attnjax.registry import ConfigError
-from attnjax.tasks.base import LMTask
+from attnjax.tasks.base import LMTask, with_defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,12 @@ class SelectiveCopy(LMTask):
     @property
     def marker(self) -> int:
         return self.num_noise_ids
+
+    @classmethod
+    def chance_accuracy(cls, settings):
+        """1 / (V - K - 1): each copied token is uniform over the content ids [K+1, V)."""
+        s = with_defaults(cls, settings)
+        return 1.0 / (s["vocab_size"] - s["num_noise_ids"] - 1)
 
     @property
     def max_length(self) -> int:

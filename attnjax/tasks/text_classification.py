@@ -40,7 +40,7 @@ import numpy as np
 from attnjax.registry import ConfigError
 from attnjax.tasks import _files, _libraries
 from attnjax.tasks._epochs import EpochBatches
-from attnjax.tasks.base import ClassificationTask
+from attnjax.tasks.base import ClassificationTask, with_defaults
 
 NAME = "text_classification"
 EXPECTED = ("a folder with one subfolder of .txt files per label, e.g. pos/ and neg/ (the IMDb "
@@ -171,6 +171,16 @@ class TextClassification(EpochBatches, ClassificationTask):
     @property
     def vocab_size(self) -> int:
         return 256 + OFFSET
+
+    @classmethod
+    def chance_accuracy(cls, settings):
+        """1 / number of classes (a uniform guess) when `classes` names them or the source is
+        IMDb (2); None when only the data tells (label folders, table columns)."""
+        s = with_defaults(cls, settings)
+        names = [c for c in str(s["classes"]).split(",") if c.strip()]
+        if names:
+            return 1.0 / len(names)
+        return 0.5 if s["source"] in ("tfds:imdb_reviews", "hf:imdb") else None
 
     @property
     def max_length(self) -> int:

@@ -1,76 +1,48 @@
-"""Compare runs: group seeds, select hyper-parameters on validation, test against a baseline.
+"""The comparison: group seeds, select hyper-parameters on validation, statistics, flags.
 
-    attnjax compare DIR [DIR ...] [--metric M] [--select-by eval/M --over KEY] [--baseline V]
-                    [--test welch|bootstrap] [--latex] [--heatmaps] [--x KEY --by KEY] [--out D]
-
-Runs are grouped by every config key except seeds, output/logging settings
-(`attnjax.rundirs.NOT_GROUPED`) and the `--over` keys; a group's label names the config values
-that differ between groups (`attention=local window_size=8`). Only runs with status `done`
-enter the statistics; running, failed, preempted and invalid runs are listed with their
-reasons. docs/COMPARE.md describes the report, its columns, the protocol and the statistics.
-
-    load_runs(paths)                    -> DataFrame, one row per run dir (attnjax.rundirs)
     analyze(df, metrics, select_by=..., over=..., baseline=..., test=...) -> Analysis
     summarize(df, metrics=None, ...)    -> analyze(...).table: one row per reported group
     select_hyperparameters(runs, select_by, over) -> (chosen runs' index, candidates table)
-    markdown_table(summary, runs=None)  -> markdown (attnjax.report)
-    write_report(paths, out_dir, ...)   -> (markdown, report.md path); also report.html,
-                                           results.csv, runs.csv, PNGs (and results.tex)
+
+Runs are grouped by every config key except seeds, output/logging settings
+(`attnjax.compare.groups.NOT_GROUPED`) and the `--over` keys; a group's label names the config
+values that differ between groups (`attention=local window_size=8`). Only runs with status
+`done` enter the statistics. Fairness flags are computed in `attnjax.compare.flags`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import math
-import os
-import sys
-from collections.abc import Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from attnjax import stats
-from attnjax.registry import unknown_name_message
-from attnjax.rundir import MANIFEST
-from attnjax.rundirs import (
+from attnjax.compare import flags
+from attnjax.compare.groups import (
     ATTENTION_KEY,
-    CONFIG_PREFIX,
-    INVALID,
     add_groups,
+    cells,
+    config_of,
     default_metrics,
     format_value,
     higher_is_better,
     is_missing,
-    load_runs,
     metric_columns,
     reported_metrics,
     resolve_key,
+    sort_key,
     split_of,
     task_of,
-    value_key,
     with_split,
 )
-
-__all__ = [
-    "Analysis",
-    "add_groups",
-    "analyze",
-    "load_runs",
-    "main",
-    "markdown_table",
-    "not_done_markdown",
-    "plot_curves",
-    "select_hyperparameters",
-    "summarize",
-    "write_report",
-]
+from attnjax.compare.runs import CONFIG_PREFIX, INVALID
+from attnjax.registry import unknown_name_message
 
 NOT_DONE_ORDER = ("running", "failed", "preempted", "pending", INVALID)
-PARAMS_TOLERANCE = 0.10  # the LRA rule (Tay et al. 2021): budgets within 10% are comparable
 BUDGET = ("num_params", "flops_per_token", "state_size", "steps_per_second", "tokens_per_second",
           "peak_memory_bytes")
 
@@ -124,7 +96,7 @@ def select_hyperparameters(runs: pd.DataFrame, select_by: str,
     for _, group in view.groupby("group", sort=False):
         best, best_rank, parts = None, None, []
         for key, part in sorted(group.groupby("_candidate", sort=False),
-                                key=lambda kv: _sort_key(kv[1][over].iloc[0])):
+                                key=lambda kv: sort_key(kv[1][over].iloc[0])):
             summary = stats.describe(part[select_by])
             parts.append((key, part, summary))
             rank = (sign * summary.mean, summary.n) if summary.n else None
@@ -138,12 +110,6 @@ def select_hyperparameters(runs: pd.DataFrame, select_by: str,
             if key == best:
                 chosen.extend(part.index)
     return pd.Index(chosen), pd.DataFrame(rows)
-
-
-def _sort_key(values: Iterable[Any]) -> tuple:
-    """Numbers before text, numbers by value: a natural order for config values."""
-    return tuple((0, v, "") if isinstance(v, int | float) and not is_missing(v) else
-                 (1, 0, str(v)) for v in values)
 
 
 # ---------------------------------------------------------------- statistics per group
@@ -180,28 +146,24 @@ def _group_row(runs: pd.DataFrame, metrics: list[str], select_by: str | None,
     return row
 
 
-def _config_of(group: str) -> dict[str, Any]:
-    return json.loads(group) if group else {}
-
-
 def _baselines(table: pd.DataFrame, baseline: str) -> dict[int, int]:
     """Row -> its baseline row: a group whose label or attention is `baseline`, in the same task
     and agreeing on the most settings outside the attention (e.g. the same d_model)."""
-    attention = table["group"].map(lambda g: _config_of(g).get(ATTENTION_KEY))
+    attention = table["group"].map(lambda g: config_of(g).get(ATTENTION_KEY))
     matches = table.index[(table["label"] == baseline) | (attention == baseline)]
     if matches.empty:
         raise ValueError(unknown_name_message(
             "--baseline", baseline, sorted({*table["label"], *attention.dropna()}) or ["(none)"]))
     out = {}
     for i in table.index:
-        own = {k: v for k, v in _config_of(table.at[i, "group"]).items()
+        own = {k: v for k, v in config_of(table.at[i, "group"]).items()
                if not k.startswith(ATTENTION_KEY)}
         same_task = [j for j in matches if table.at[j, "task"] == table.at[i, "task"]]
         if i in same_task:
             out[i] = i
         elif same_task:
             out[i] = max(same_task, key=lambda j: sum(
-                _config_of(table.at[j, "group"]).get(k) == v for k, v in own.items()))
+                config_of(table.at[j, "group"]).get(k) == v for k, v in own.items()))
     return out
 
 
@@ -216,57 +178,6 @@ def _significance(table: pd.DataFrame, values: dict[str, pd.DataFrame], metrics:
         table[f"{metric}_p_holm"] = pd.Series(adjusted, dtype=float)
         table[f"{metric}_stars"] = table[f"{metric}_p_holm"].map(stats.stars)
 
-
-def _flags(table: pd.DataFrame, runs: pd.DataFrame, baseline_of: dict[int, int] | None,
-           candidates: pd.DataFrame, over: list[str]) -> pd.Series:
-    """Short fairness warnings per row: parameter budget, finished seeds, grid edge."""
-    flags = pd.Series([[] for _ in table.index], table.index, dtype=object)
-    launched = runs.groupby("group").size()
-    cells = _cells(table)
-    for _, part in table.groupby("task"):
-        most = part["n"].max()
-        for i in part.index:
-            row = table.loc[i]
-            same_cell = part.index[cells[part.index] == cells[i]]
-            ref, what = table.loc[same_cell, "num_params"].median(), "median"
-            if baseline_of is not None:
-                ref, what = (table.at[baseline_of[i], "num_params"], "baseline") \
-                    if i in baseline_of else (math.nan, "")
-            if not is_missing(row["num_params"]) and not is_missing(ref) and ref > 0:
-                change = row["num_params"] / ref - 1.0
-                if abs(change) > PARAMS_TOLERANCE:
-                    flags[i].append(f"params {change:+.0%} vs {what}")
-            expected = max(most, _launched(runs, row, over, launched))
-            if row["n"] < expected:
-                flags[i].append(f"{row['n']}/{expected} seeds")
-            flags[i].extend(_edge_flags(candidates, row["group"], over))
-    return flags.map("; ".join)
-
-
-def _launched(runs: pd.DataFrame, row: pd.Series, over: list[str], launched: pd.Series) -> int:
-    """Run dirs of any status in the row's group (and its chosen `over` values)."""
-    if not over:
-        return int(launched.get(row["group"], 0))
-    same = runs[runs["group"] == row["group"]]
-    chosen = runs.loc[row["run_index"]]
-    for column in over:
-        value = chosen[column].iloc[0] if len(chosen) else None
-        same = same[same[column].map(value_key) == value_key(value)]
-    return len(same)
-
-
-def _edge_flags(candidates: pd.DataFrame, group: str, over: list[str]) -> list[str]:
-    """'best learning_rate at grid edge' when the chosen value is the min or max of >= 3."""
-    if candidates.empty:
-        return []
-    part = candidates[candidates["group"] == group]
-    out = []
-    for column in over:
-        values = pd.to_numeric(part[column], errors="coerce").dropna().unique()
-        chosen = pd.to_numeric(part.loc[part["chosen"], column], errors="coerce")
-        if len(values) >= 3 and len(chosen) and chosen.iloc[0] in (values.min(), values.max()):
-            out.append(f"best {column.rsplit('.', 1)[-1]} at grid edge")
-    return out
 
 
 def analyze(df: pd.DataFrame, metrics: Sequence[str] | None = None, *,
@@ -309,7 +220,12 @@ def analyze(df: pd.DataFrame, metrics: Sequence[str] | None = None, *,
         table["baseline"] = [table.at[baseline_of[i], "label"] if i in baseline_of else None
                              for i in table.index]
         table["is_baseline"] = [baseline_of.get(i) == i for i in table.index]
-    table["flags"] = _flags(table, runs, baseline_of, analysis.candidates, over_columns)
+    accuracy = accuracy_metric(reported)
+    if accuracy is not None:  # the task's chance level, for the plots and the at-chance flag
+        table["chance"] = [flags.chance_of(runs.loc[rows[0]]) for rows in table["run_index"]]
+        table["chance"] = pd.to_numeric(table["chance"], errors="coerce")
+    table["flags"] = flags.table_flags(table, runs, baseline_of, analysis.candidates,
+                                       over_columns, accuracy)
     analysis.table = _sort(table, reported[0] if reported else None)
     if not analysis.candidates.empty:  # in the table's order
         rank = {g: i for i, g in enumerate(analysis.table["group"])}
@@ -323,19 +239,12 @@ def analyze(df: pd.DataFrame, metrics: Sequence[str] | None = None, *,
     return analysis
 
 
-def _cells(table: pd.DataFrame) -> pd.Series:
-    """Each row's settings outside the attention (d_model, seq_len, ...) as a sorted tuple."""
-    return table["group"].map(lambda g: tuple(sorted(
-        (k, v) for k, v in _config_of(g).items() if not k.startswith(ATTENTION_KEY))))
-
-
 def _cell_rank(table: pd.DataFrame) -> pd.Series:
-    """Rank of each row's `_cells`, so that variants run under the same settings sit together,
+    """Rank of each row's `cells`, so that variants run under the same settings sit together,
     in increasing order of the settings."""
-    cells = _cells(table)
-    order = sorted(set(cells), key=lambda cell: [(k, *_sort_key([v]))
-                                                 for k, v in cell])
-    return cells.map({cell: rank for rank, cell in enumerate(order)})
+    row_cells = cells(table)
+    order = sorted(set(row_cells), key=lambda cell: [(k, *sort_key([v])) for k, v in cell])
+    return row_cells.map({cell: rank for rank, cell in enumerate(order)})
 
 
 def _sort(table: pd.DataFrame, primary: str | None) -> pd.DataFrame:
@@ -365,6 +274,13 @@ def _notes(analysis: Analysis) -> list[str]:
     return notes
 
 
+def accuracy_metric(metrics: Sequence[str]) -> str | None:
+    """The first reported plain accuracy (`test/accuracy`, `eval/accuracy`): the metric that
+    chance levels and the at-chance flag refer to."""
+    return next((m for m in metrics if m.split("/", 1)[-1] == "accuracy"
+                 and "_len" not in m.split("/", 1)[0]), None)
+
+
 def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None, **options) -> pd.DataFrame:
     """`analyze(df, metrics, **options).table`: one row per reported group of done runs.
 
@@ -374,114 +290,3 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None, **options)
     """
     return analyze(df, metrics, **options).table
 
-
-# ---------------------------------------------------------------- report and CLI
-
-
-def markdown_table(summary: pd.DataFrame, runs: pd.DataFrame | None = None) -> str:
-    """Markdown table(s) of a `summarize` result (see `attnjax.report.markdown_table`)."""
-    from attnjax import report
-
-    return report.markdown_table(summary, runs)
-
-
-def not_done_markdown(runs: pd.DataFrame) -> str:
-    """Sections listing running / failed / preempted / invalid runs with their reasons."""
-    from attnjax import report
-
-    return report.not_done_markdown(runs)
-
-
-def plot_curves(df: pd.DataFrame, metric: str, path: str | os.PathLike) -> Path | None:
-    """PNG of `metric` vs step per group of done runs (see `attnjax.plots.plot_curves`)."""
-    from attnjax import plots
-
-    runs = add_groups(df[df["status"] == "done"])
-    runs["task"] = task_of(runs)
-    return plots.plot_curves(runs, metric, path)
-
-
-def write_report(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-                 metric: str | Sequence[str] | None = None, **options) -> tuple[str, Path]:
-    """Writes report.md, report.html, results.csv, runs.csv and PNGs into `out_dir`.
-
-    `metric` is the primary metric or a list (default: the eval/ or test/ metrics, accuracy
-    first); `options` are those of `analyze` plus latex, heatmaps, x and by. Returns (markdown
-    tables plus not-done runs, path of report.md).
-
-    Raises:
-      FileNotFoundError: a path is missing, or no run dirs were found under the paths.
-      ValueError: a bad metric, key or baseline (the message names the valid ones).
-    """
-    from attnjax import report
-
-    paths = [os.fspath(p) for p in paths]
-    df = load_runs(paths)
-    if df.empty and not report.has_benchmarks(paths):
-        raise FileNotFoundError(_no_runs_message(paths))
-    metrics = [metric] if isinstance(metric, str) else metric
-    return report.write(df, paths, out_dir, metrics, **options)
-
-
-def _no_runs_message(paths: Sequence[str]) -> str:
-    return f"no run directories (with summary.json or config.json) under: {', '.join(paths)}"
-
-
-def default_out_dir(paths: Sequence[str]) -> str:
-    """The first path when it is a sweep dir (has manifest.json), else ./compare_report."""
-    first = paths[0]
-    return first if os.path.isfile(os.path.join(first, MANIFEST)) else "compare_report"
-
-
-def _split_list(values: list[str] | None) -> list[str]:
-    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
-
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="attnjax compare",
-        description="Compare runs: mean ± std, 95% CI and significance over seeds, budgets, "
-                    "fairness flags, plots; writes report.md/html and results.csv. "
-                    "See docs/COMPARE.md.")
-    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run dirs or sweep dirs")
-    parser.add_argument("--out", help="report dir (default: the sweep dir, or ./compare_report)")
-    parser.add_argument("--metric", action="append", help="metric(s) to report, repeatable or "
-                        "comma-separated; the first is primary (default: eval/ or test/ ones)")
-    parser.add_argument("--select-by", help="validation metric that picks the --over values "
-                        "per variant (default: the primary eval metric)")
-    parser.add_argument("--over", action="append", help="config key(s) selected per variant, "
-                        "e.g. learning_rate or model.d_model (repeatable or comma-separated)")
-    parser.add_argument("--baseline", help="group label or attention name to test against")
-    parser.add_argument("--test", choices=sorted(stats.TESTS), default="welch",
-                        help="significance test against the baseline (Holm-corrected)")
-    parser.add_argument("--latex", action="store_true", help="also write results.tex")
-    parser.add_argument("--heatmaps", action="store_true",
-                        help="attention heatmaps of each group's first finished run")
-    parser.add_argument("--x", help="swept config key for the metric-vs-axis plot")
-    parser.add_argument("--by", help="config key that splits that plot into panels")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit code (2 for bad input: the message says why)."""
-    args = _parse_args(argv)
-    for path in args.dirs:
-        if not os.path.isdir(path):
-            print(f"error: no such directory: {path}", file=sys.stderr)
-            return 2
-    options = dict(select_by=args.select_by, over=_split_list(args.over),
-                   baseline=args.baseline, test=args.test, latex=args.latex,
-                   heatmaps=args.heatmaps, x=args.x, by=args.by)
-    try:
-        table, path = write_report(args.dirs, args.out or default_out_dir(args.dirs),
-                                   _split_list(args.metric) or None, **options)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(table)
-    print(f"\nreport: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
