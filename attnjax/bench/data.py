@@ -150,8 +150,10 @@ def markdown(rows: list[dict]) -> str:
                          "| | | | | |")
             continue
         train, headroom = r.get("train_steps_per_s"), r.get("headroom")
-        train_text = f"{train:.2f}" if train else ("OOM" if "memory" in r.get(
-            "train_error", "") else "—")
+        if train:
+            train_text = f"{train:.2f}" if train >= 0.1 else f"{train:.2g}"
+        else:
+            train_text = "OOM" if "memory" in r.get("train_error", "") else "—"
         ratio = lambda x: f"{x:,.1f}×" if x else "—"
         cached = r.get("cached_batches_per_s")
         memory = r.get("step_memory_bytes")

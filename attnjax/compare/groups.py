@@ -17,6 +17,7 @@ import pandas as pd
 
 from attnjax.compare.runs import CONFIG_PREFIX
 from attnjax.registry import unknown_name_message
+from attnjax.rundir import OPERATIONAL_KEYS  # a resume may change them: never a group's difference
 
 LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error", "bpc", "bpd")
 #: Config leaf names that never describe the model or its training (besides seeds):
@@ -138,8 +139,10 @@ def grouping_columns(df: pd.DataFrame, exclude: Iterable[str] = ()) -> list[str]
     columns = []
     for column in df.columns:
         leaf = column.rsplit(".", 1)[-1]
+        top = column[len(CONFIG_PREFIX):].split(".", 1)[0]
         if (column.startswith(CONFIG_PREFIX) and not is_seed_key(column)
-                and leaf not in NOT_GROUPED and column not in exclude):
+                and leaf not in NOT_GROUPED and top not in OPERATIONAL_KEYS
+                and column not in exclude):
             columns.append(column)
     return sorted(columns, key=lambda c: (c != ATTENTION_KEY, c))
 
