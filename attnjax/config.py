@@ -36,6 +36,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.seed = 0  # initialisation and dropout
     c.data_seed = -1  # the train data stream; -1 = seed (resolved so). Fix it to vary init only
     c.num_train_steps = 1000
+    # synthetic tasks: 0 = a fresh example every time (an infinite stream); N > 0 = a fixed
+    # pool of N train examples, read in per-epoch permutations (epochs = steps·batch_size / N),
+    # as Zoology trains on 100k. Eval / test sets are drawn apart from it (tasks/_epochs.py)
+    c.train_examples = 0
     c.batch_size = 64  # global: split evenly over the local devices
     c.learning_rate = 1e-3  # peak, after linear warmup; cosine decay to 0 by num_train_steps
     c.warmup_steps = 100
@@ -254,6 +258,12 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if merged.data_cache and tasks.get(task_name).needs_data:
         raise ConfigError(f"data_cache: task {task_name!r} reads local files, already memory-"
                           "mapped; the cache is for generated data (e.g. pathfinder)")
+    if merged.train_examples < 0:
+        raise ConfigError(f"train_examples must be >= 0 (0 = an infinite stream), got "
+                          f"{merged.train_examples}")
+    if merged.train_examples and tasks.get(task_name).needs_data:
+        raise ConfigError(f"train_examples: task {task_name!r} reads its examples from files "
+                          "(a finite set already); the pool is for synthetic tasks")
     if merged.data_workers < 0:
         raise ConfigError(f"data_workers must be >= 0, got {merged.data_workers}")
     if merged.num_test_batches < 0:
