@@ -79,7 +79,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.d_model = 64
     c.model.num_heads = 2
     c.model.num_kv_heads = 0  # 0 = num_heads (MHA); 1 = MQA; a divisor of num_heads = GQA
-    c.model.mlp_dim = 256
+    c.model.mlp_dim = 256  # 0 = no MLP sublayer (a Block is its token mixing alone, as Zoology)
     c.model.dropout_rate = 0.0  # residual and embedding dropout
     c.model.attention_dropout_rate = 0.0  # on attention weights (variants with logits)
     c.model.qk_norm = False  # LayerNorm of q and k per head before the variant
@@ -323,6 +323,8 @@ def _check_model(model, task_cls) -> None:
                                   or model.qk_norm or model.num_kv_heads):
         raise ConfigError(f"{name!r} is a mixer-level baseline (no q/k/v): rope, alibi, "
                           "t5_bias, qk_norm and num_kv_heads do not apply")
+    if model.mlp_dim < 0:
+        raise ConfigError(f"model.mlp_dim must be >= 0 (0 = no MLP), got {model.mlp_dim}")
     if model.short_conv < 0:
         raise ConfigError(f"model.short_conv must be >= 0 (0 = off), got {model.short_conv}")
     if model.positional == "rope" and (model.d_model // model.num_heads) % 2:
