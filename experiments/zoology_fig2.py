@@ -60,8 +60,10 @@ Run:  ./launch.sh sweep experiments/zoology_fig2.py            (the figure, GPUs
       ./launch.sh sweep experiments/zoology_fig2.py:gpu_panel  (L=64 only, 8 epochs)
       ./launch.sh sweep experiments/zoology_fig2.py:cpu        (placeholder grid)
 Cost: the figure is 336 runs of 12,500-25,000 steps, hours on one GPU; gpu_panel < 8 minutes
-on one H200 (estimated); cpu: 7 mixers x 2 widths x 2 lrs x 3 seeds = 84 runs of 125 steps,
-about 1 s per step at d=64 on 2 CPU cores for the slowest mixers (see the table in its report).
+on one H200 (estimated); cpu: 7 mixers x 2 widths x 2 lrs x 3 seeds = 84 runs of 125 steps.
+Measured at the cpu size, d=64 (2 CPU cores shared with other jobs, ms per step after compile;
+compile s): softmax 81 (4), base_conv 46 (5), hyena 102 (6), h3 283 (4), rwkv6 317 (10),
+based 227 (6), mamba 2,230 (14) — mamba's 24 runs alone take ~2 hours there.
 """
 
 import numpy as np
