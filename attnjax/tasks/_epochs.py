@@ -52,7 +52,8 @@ POOL_CHUNK = 1024  # pool examples per generator call (fixed: the pool must not 
 POOL_STREAM = 0xFFFFFFFF  # marks pool keys: no train batch index of the infinite stream reaches it
 
 
-@functools.lru_cache(maxsize=4)
+# a pack of K runs reads K pools (one per data_seed) at every step: room for packs of 16 seeds
+@functools.lru_cache(maxsize=16)
 def pool(task, seed: int, n: int) -> dict[str, np.ndarray]:
     """The n examples of `task`'s finite train pool for `seed` ({key: [n, ...]}, read-only)."""
     if n < 1:
