@@ -36,6 +36,10 @@ def defaults() -> ml_collections.ConfigDict:
     c.seed = 0  # initialisation and dropout
     c.data_seed = -1  # the train data stream; -1 = seed (resolved so). Fix it to vary init only
     c.num_train_steps = 1000
+    # synthetic tasks: 0 = a fresh example every time (an infinite stream); N > 0 = a fixed
+    # pool of N train examples, read in per-epoch permutations (epochs = steps·batch_size / N),
+    # as Zoology trains on 100k. Eval / test sets are drawn apart from it (tasks/_epochs.py)
+    c.train_examples = 0
     c.batch_size = 64  # global: split evenly over the local devices
     c.learning_rate = 1e-3  # peak, after linear warmup; cosine decay to 0 by num_train_steps
     c.warmup_steps = 100
@@ -87,7 +91,7 @@ def defaults() -> ml_collections.ConfigDict:
     c.model.d_model = 64
     c.model.num_heads = 2
     c.model.num_kv_heads = 0  # 0 = num_heads (MHA); 1 = MQA; a divisor of num_heads = GQA
-    c.model.mlp_dim = 256
+    c.model.mlp_dim = 256  # 0 = no MLP sublayer (a Block is its token mixing alone, as Zoology)
     c.model.dropout_rate = 0.0  # residual and embedding dropout
     c.model.attention_dropout_rate = 0.0  # on attention weights (variants with logits)
     c.model.qk_norm = False  # LayerNorm of q and k per head before the variant
@@ -266,6 +270,12 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if merged.data_cache and tasks.get(task_name).needs_data:
         raise ConfigError(f"data_cache: task {task_name!r} reads local files, already memory-"
                           "mapped; the cache is for generated data (e.g. pathfinder)")
+    if merged.train_examples < 0:
+        raise ConfigError(f"train_examples must be >= 0 (0 = an infinite stream), got "
+                          f"{merged.train_examples}")
+    if merged.train_examples and tasks.get(task_name).needs_data:
+        raise ConfigError(f"train_examples: task {task_name!r} reads its examples from files "
+                          "(a finite set already); the pool is for synthetic tasks")
     if merged.data_workers < 0:
         raise ConfigError(f"data_workers must be >= 0, got {merged.data_workers}")
     merged.logging.trackers = trackers.check(merged.logging.trackers)
@@ -328,6 +338,8 @@ def _check_model(model, task_cls) -> None:
                                   or model.qk_norm or model.num_kv_heads):
         raise ConfigError(f"{name!r} is a mixer-level baseline (no q/k/v): rope, alibi, "
                           "t5_bias, qk_norm and num_kv_heads do not apply")
+    if model.mlp_dim < 0:
+        raise ConfigError(f"model.mlp_dim must be >= 0 (0 = no MLP), got {model.mlp_dim}")
     if model.short_conv < 0:
         raise ConfigError(f"model.short_conv must be >= 0 (0 = off), got {model.short_conv}")
     if model.positional == "rope" and (model.d_model // model.num_heads) % 2:

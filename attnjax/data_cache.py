@@ -78,7 +78,9 @@ def key_of(source: DataSource) -> dict[str, Any]:
             "settings": dataclasses.asdict(task), "split": source.split, "seed": source.seed,
             "batch_size": source.batch_size, "host": source.host, "num_hosts": source.num_hosts,
             "chunk_batches": CHUNK_BATCHES, "tasks_code": _tasks_code(),
-            "numpy": np.__version__}
+            "numpy": np.__version__,
+            # a finite train pool (absent when 0, so the keys of existing caches still match)
+            **({"train_examples": source.train_examples} if source.train_examples else {})}
 
 
 def _encode(a: np.ndarray) -> tuple[np.ndarray | None, dict[str, Any]]:

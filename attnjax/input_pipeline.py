@@ -7,7 +7,8 @@ host and per device, prefetched to the devices while the current step runs.
     with Prefetcher(source, start, stop, put=lambda b: shard(b, devices)) as batches:
         for index, device_batch in batches: ...
 
-Every batch is a pure function of (task, split, index, batch_size, seed, host): the thread only
+Every batch is a pure function of (task, split, index, batch_size, seed, host, train_examples;
+with a finite train pool, `train_examples` > 0, not of the host): the thread only
 computes ahead, so the stream is the same with any prefetch depth, and a run resumed at step s
 restarts the stream at index s — exactly the batches an uninterrupted run sees. Host h of H
 generates rows [h·B/H, (h+1)·B/H) of each global batch (`task.batch(..., shard=h,
@@ -32,6 +33,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from attnjax.tasks import _epochs
 from attnjax.tasks.base import Task
 
 _DONE = object()
@@ -47,6 +49,7 @@ class DataSource:
     seed: int
     host: int = -1  # -1: jax.process_index()
     num_hosts: int = 0  # 0: jax.process_count()
+    train_examples: int = 0  # > 0: train batches from a finite pool of this many (_epochs.py)
 
     def __post_init__(self):
         if self.host < 0:
@@ -56,6 +59,9 @@ class DataSource:
 
     def host_batch(self, index: int) -> dict[str, np.ndarray]:
         """This host's rows of global batch `index`."""
+        if self.train_examples and self.split == "train":
+            return _epochs.pool_batch(self.task, self.train_examples, index, self.batch_size,
+                                      self.seed, shard=self.host, num_shards=self.num_hosts)
         return self.task.batch(self.split, index, self.batch_size, self.seed,
                                shard=self.host, num_shards=self.num_hosts)
 
@@ -64,7 +70,10 @@ class DataSource:
         state = {"split": self.split, "next_index": int(next_index),
                  "batch_size": self.batch_size, "seed": self.seed, "num_hosts": self.num_hosts}
         position = getattr(self.task, "position", None)  # real-data tasks: epoch and offset
-        if position is not None:
+        if self.train_examples and self.split == "train":
+            state["position"] = _epochs.position(next_index, self.batch_size,
+                                                 self.train_examples)
+        elif position is not None:
             state["position"] = position(next_index, self.batch_size)
         return state
 

@@ -42,13 +42,17 @@ def zoology_variants(length: int) -> dict[str, dict]:
 
     As there: h3 with head_dim 2 and state and shift sizes = the length ("mathematically
     equivalent to Hyena"), hyena and base_conv with their filters spanning the length (their
-    filter_horizon 0 = the model's max_length), based with Taylor features of dimension 8.
-    Differences: Zoology's "attention" has 1 head and dropout 0.1 and its models no MLP
-    (Block options here: model.num_heads, model.dropout_rate, model.mlp_dim); its based is a
-    hybrid with a BaseConv short convolution before it (nearest here: model.short_conv=3) and no
-    sliding window, but based.py always adds its window softmax, so window_size=1 (each query's
-    own value) is the smallest; its base_conv alternates a short and a long layer, which
-    base_conv composes in each layer; its rwkv is RWKV-4's time mixer (rwkv6 here).
+    filter_horizon 0 = the model's max_length), based with Taylor features of dimension 8 and no
+    sliding window (window_size=0: Taylor linear attention alone).
+    Set by the study, not here (Block options): Zoology's "attention" has 1 head and attention
+    dropout 0.1, its models no MLP (model.num_heads, model.attention_dropout_rate,
+    model.mlp_dim=0); experiments/zoology_fig2.py sets them.
+    Differences: Zoology's based model is a hybrid whose layers alternate a BaseConv (short
+    convolution of width 3, gated) and Based; every layer here is Based, and model.short_conv=3
+    on q, k, v is the nearest stand-in for the short convolution. Its base_conv alternates a
+    short and a long layer, which base_conv composes in each layer. Its rwkv is RWKV-4's time
+    mixer (rwkv6 here). Its mamba runs in Mamba's own block (RMSNorm, mixer, add; no MLP);
+    here in the common Block (LayerNorm).
     """
     return {
         "softmax": {},
@@ -56,7 +60,7 @@ def zoology_variants(length: int) -> dict[str, dict]:
         "hyena": {},
         "h3": {"head_dim": 2, "state_dim": length + length % 2, "shift_dim": length},
         "rwkv6": {},
-        "based": {"feature_dim": 8, "window_size": 1},
+        "based": {"feature_dim": 8, "window_size": 0},
         "mamba": {},
     }
 

@@ -367,7 +367,8 @@ class _Loop:
         for m in members:
             if m.claim is not None:
                 m.claim.start_heartbeat(max(0.2, min(30.0, config.claim_timeout_s / 4)))
-            m.data = DataSource(self.task, "train", config.batch_size, m.config.data_seed)
+            m.data = DataSource(self.task, "train", config.batch_size, m.config.data_seed,
+                                train_examples=config.train_examples)
         init_batch = members[0].data.host_batch(0)
         states, starts = [], []
         for m in members:

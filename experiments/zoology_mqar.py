@@ -2,6 +2,8 @@
 panel per sequence length, for softmax attention and fixed-state mixers. The number of kv pairs
 grows with the length (L/4 here), so longer sequences need more recall capacity; a
 fixed-state mixer needs a wider model (a larger state) to keep up, softmax does not.
+This is the older, looser study (an infinite stream, an MLP, other variants);
+experiments/zoology_fig2.py is the figure's exact setting and lists its deviations.
 
 Learning rates are swept too, as in Zoology; pick the best per variant on validation data and
 report the held-out test split:

@@ -228,3 +228,38 @@ def test_every_cross_capable_variant_serves_as_cross_attention(name):
     other = {**inputs, "padding_mask": inputs["padding_mask"]}
     changed = model.apply(params, (batch["inputs"] + 1) % task.vocab_size, **other)
     assert float(jnp.max(jnp.abs(changed - model.apply(params, batch["inputs"], **inputs)))) > 0
+
+
+def _param_count(tree) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_mlp_dim_zero_drops_the_mlp_and_its_norm_and_the_model_trains(tmp_path):
+    from attnjax import train
+    from attnjax.models.budget import budget
+    from tests.conftest import tiny_config
+
+    d, f, layers = 16, 32, 2
+    tokens = jnp.zeros((1, 12), jnp.int32)
+    counts = {}
+    for mlp in (f, 0):
+        params = _model(mlp_dim=mlp).init(jax.random.PRNGKey(0), tokens)["params"]
+        counts[mlp] = _param_count(params)
+        names = set(params["stack"]["block_0"])
+        assert ({"mlp_norm", "mlp_in", "mlp_out"} <= names) == (mlp > 0), names
+    # per layer: the MLP's norm (2d), d -> f (d·f + f) and f -> d (f·d + d)
+    assert counts[f] - counts[0] == layers * (2 * d + d * f + f + f * d + d)
+
+    config = config_lib.resolve(tiny_config(**{"model.mlp_dim": 0}))
+    task = tasks.create(config.task.name, **{k: v for k, v in config.task.items() if k != "name"})
+    with_mlp = config_lib.resolve(tiny_config())
+    per_token = 4 * with_mlp.model.d_model * with_mlp.model.mlp_dim * with_mlp.model.num_layers
+    assert (budget(with_mlp.model, task)["flops_per_token"]
+            - budget(config.model, task)["flops_per_token"]) == pytest.approx(per_token)
+    summary = train.train_and_evaluate(tiny_config(**{"model.mlp_dim": 0,
+                                                       "num_train_steps": 40}), tmp_path)
+    assert summary["status"] == "done"
+    assert summary["final_metrics"]["train/loss"] < np.log(16) - 0.3  # below chance
+
+    with pytest.raises(config_lib.ConfigError, match="mlp_dim must be >= 0"):
+        config_lib.resolve(tiny_config(**{"model.mlp_dim": -1}))

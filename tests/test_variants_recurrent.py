@@ -407,3 +407,38 @@ print(summary["status"], summary["step"])
         pytest.fail("deltanet's chunked train steps stalled (no result in 150 s)")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[-2:] == ["done", "6"], proc.stdout
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_based_without_window_is_the_taylor_linear_attention_alone(causal):
+    """window_size=0 (Zoology's figure-2 Based): every form equals the float64 Taylor-kernel
+    reference, causally too; its state and FLOPs lose exactly the window's terms."""
+    q, k, v = _inputs()
+    mask = _key_mask()
+    forms = [attention.create("based", feature_dim=4, window_size=0, chunk_size=c)
+             for c in (3, L + 5)]
+    if causal:
+        forms.append(attention.create("based", feature_dim=4, window_size=0, mode="recurrent"))
+    params = _params(forms[0], q, k, v, mask, causal)
+    ref = _np_based_linear(params, q, k, v, mask, causal, 4)
+    outs = [_apply(f, params, q, k, v, mask, causal) for f in forms]
+    for out in outs:
+        _close(out, ref)
+    if causal:  # changing the future changes nothing before it, in every form
+        noise = _inputs(seed=4)
+        future = (jnp.arange(L) > 6)[None, :, None, None]
+        moved = [jnp.where(future, n, x) for n, x in zip(noise, (q, k, v), strict=True)]
+        for form, out in zip(forms, outs, strict=True):
+            np.testing.assert_array_equal(_apply(form, params, *moved, mask, True)[:, :7],
+                                          out[:, :7])
+        _, state = forms[-1].apply(params, q, k, v, mask=mask, causal=True,
+                                   mutable=["intermediates"])
+        assert len(state["intermediates"]["recurrent_state"][0]) == 2  # S and z, no cache
+    plain = attention.create("based", feature_dim=4, window_size=0)
+    windowed = attention.create("based", feature_dim=4, window_size=4)
+    features = 1 + 4 + 16
+    assert plain.state_size(D) == features * (D + 1)
+    assert windowed.state_size(D) - plain.state_size(D) == 2 * 4 * D
+    assert windowed.flops(L, L, D) - plain.flops(L, L, D) == 4.0 * L * 2 * 4 * D
+    with pytest.raises(ValueError, match="window_size >= 0"):
+        _apply(attention.create("based", window_size=-1), params, q, k, v, mask, causal)

@@ -1,4 +1,5 @@
-"""Based: Taylor-feature linear attention over the whole prefix plus exact sliding-window softmax.
+"""Based: Taylor-feature linear attention over the whole prefix plus exact sliding-window softmax
+(or, with window_size = 0, the Taylor linear attention alone).
 
 Paper: Arora et al. 2024, "Simple linear attention language models balance the recall-throughput
 tradeoff" (arXiv:2402.18668).
@@ -10,7 +11,8 @@ Idea: two mixers over the same q, k, v, summed: out = linear + window.
     over all visible keys (causal: j <= i, by linear.py's chunked prefix sums).
   window: exact softmax(q·k / √d) attention over local.py's band: causal i - w < j <= i,
     non-causal |i - j| < w (w = `window_size`), computed in blocks of w queries that see only
-    their own and neighbouring key blocks.
+    their own and neighbouring key blocks. w = 0: no window, out = linear (Zoology's figure-2
+    Based, its `zoology.mixers.based.Based` with the Taylor map and no sliding window).
 The paper stacks these as separate layers (plus gated convolutions) in a hybrid model; summing
 them inside one attention layer is this framework's single-variant version.
 Two causal forms (`mode`), equal up to rounding: 'chunked' (above) and 'recurrent' (a scan over
@@ -18,7 +20,8 @@ tokens with state S = Σ φ(k) vᵀ, z = Σ φ(k) and a cache of the last w keys
 Non-causal calls have one (parallel) form. Padded keys are zeroed out of the linear sums and
 masked out of the window. A query that sees no key outputs 0.
 Complexity per head (F = 1 + d' + d'² features): time O(L · d · d' + L · F · d + L · C · F +
-L · w · d), memory O(L · F + (L / C) · F · d + L · w); decoding state F · (d + 1) + 2 · w · d.
+L · w · d), memory O(L · F + (L / C) · F · d + L · w); decoding state F · (d + 1) + 2 · w · d
+(the w terms vanish with w = 0).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def window_softmax(q, k, v, real, window: int, causal: bool):
 def based_recurrent(fq, fk, q, k, v, real, window: int, eps: float):
     """Token scan of both parts. fq, fk: [B, L, H, F]; q, k: [B, L, H, D]; v: [B, L, H, E]
     (fk, v zeroed at padded keys); real: [B, L]. Returns ([B, L, H, E], the final state
-    (S, z, keys, values, slot flags))."""
+    (S, z, keys, values, slot flags); (S, z) alone when `window` = 0: no window part)."""
     batch, _, heads, feats = fq.shape
     dim, dv = q.shape[-1], v.shape[-1]
     dtype = rec.compute_dtype(q, v)
@@ -80,18 +83,21 @@ def based_recurrent(fq, fk, q, k, v, real, window: int, eps: float):
         jnp.zeros((batch, window, heads, dim), dtype),  # last w keys
         jnp.zeros((batch, window, heads, dv), dtype),  # last w values
         jnp.zeros((batch, window), bool),  # which cache slots hold a real key
-    )
+    )[: 5 if window else 2]
 
     def push(cache, x):  # drop the oldest slot, append x
         return jnp.concatenate([cache[:, 1:], x[:, None]], axis=1)
 
     def step(state, x):
-        s, z, kc, vc, mc = state
+        s, z, *cache = state
         fq_t, fk_t, q_t, k_t, v_t, m_t = x
         s = s + fk_t[..., :, None] * v_t[:, :, None, :]  # [B, H, F, E]
         z = z + fk_t  # [B, H, F]
         num = jnp.einsum("bhf,bhfe->bhe", fq_t, s)
         linear = num / (jnp.einsum("bhf,bhf->bh", fq_t, z)[..., None] + eps)
+        if not window:
+            return (s, z), linear
+        kc, vc, mc = cache
         kc, vc, mc = push(kc, k_t), push(vc, v_t), push(mc, m_t)
         logits = jnp.einsum("bhd,bwhd->bhw", q_t, kc) / math.sqrt(dim)  # [B, H, w]
         weights = masked_softmax(logits, mc[:, None, :])
@@ -102,13 +108,15 @@ def based_recurrent(fq, fk, q, k, v, real, window: int, eps: float):
 
 
 class Based(AttentionBase):
-    """Taylor linear attention (global) + sliding-window softmax attention (local), summed.
+    """Taylor linear attention (global) + sliding-window softmax attention (local), summed;
+    window_size = 0: the Taylor linear attention alone.
 
     Attributes:
       mode: causal form, 'chunked' (training) or 'recurrent' (scan over tokens).
       chunk_size: chunk length C of the causal linear part's prefix sums.
       feature_dim: d', the per-head projection of q and k before the Taylor map (F = 1+d'+d'²).
-      window_size: w >= 1 of the softmax part; w >= L gives full softmax attention.
+      window_size: w of the softmax part; w >= L gives full softmax attention; 0 = no
+        softmax part (pure Taylor linear attention, Zoology's figure-2 Based).
       eps: added to the linear part's normaliser (a query with no visible key gives 0).
     """
 
@@ -118,8 +126,9 @@ class Based(AttentionBase):
     window_size: int = 64
     eps: float = 1e-6
     small_settings: ClassVar[dict] = {"chunk_size": 5, "feature_dim": 4, "window_size": 4}
-    # sows (S, z, last w keys, last w values, w slot flags); the flags (booleans, equivalent
-    # to a token counter) are bookkeeping, not floats, so state_size leaves them out
+    # sows (S, z, last w keys, last w values, w slot flags), (S, z) with w = 0; the flags
+    # (booleans, equivalent to a token counter) are bookkeeping, not floats, so state_size
+    # leaves them out
     recurrent_settings: ClassVar[dict] = {"mode": "recurrent"}
 
     # the window needs query and key positions on one axis: no cross attention
@@ -134,21 +143,22 @@ class Based(AttentionBase):
         state = 2.0 * (q_len + kv_len) * f * (d + 1)  # Σ φ(k) vᵀ, Σ φ(k) and their read-out
         if self.mode == "chunked":  # + the C x C intra-chunk products
             state += 4.0 * q_len * min(self.chunk_size, q_len) * f
-        w = min(self.window_size, q_len)
+        w = min(self.window_size, q_len)  # 0 without a window: linear part only
         # chunked: each query block against two key blocks (causal; three non-causal);
         # recurrent: each query against the w cached keys
         keys = w if self.mode == "recurrent" else 2 * w
         return proj + state + 4.0 * q_len * keys * d
 
-    def state_size(self, head_dim):
+    def state_size(self, head_dim):  # S and z, plus the window's key/value cache (w = 0: none)
         return self._features() * (head_dim + 1) + 2 * self.window_size * head_dim
 
     @nn.compact
     def __call__(self, q, k, v, *, mask=None, causal=False, bias=None, deterministic=True):
         self.check_call(q, k, v, mask, causal, bias)
         rec.check_settings("based", self.mode, self.chunk_size)
-        if self.window_size < 1 or self.feature_dim < 1:
-            raise ValueError("based window_size and feature_dim must be >= 1")
+        if self.window_size < 0 or self.feature_dim < 1:
+            raise ValueError(f"based needs window_size >= 0 (0 = no window) and feature_dim "
+                             f">= 1, got {self.window_size} and {self.feature_dim}")
         batch, length, heads, dim = q.shape
         dtype = rec.compute_dtype(q)  # float32 (float64 for float64 inputs)
         q32 = q.astype(dtype)  # [B, L, H, D]
@@ -175,6 +185,8 @@ class Based(AttentionBase):
             num = jnp.einsum("blhf,bhfe->blhe", fq, state)  # [B, L, H, E]
             den = jnp.einsum("blhf,bhf->blh", fq, fk.sum(axis=1))  # φ(q) · Σ φ(k)
         linear = num / (den[..., None] + self.eps)  # [B, L, H, E]
+        if not self.window_size:
+            return linear.astype(q.dtype)
         window = window_softmax(q32, k32, v32, real, self.window_size, causal)  # [B, L, H, E]
         return (linear + window).astype(q.dtype)
 

@@ -7,7 +7,7 @@ FLOPs count 2 per multiply-add, forward pass only, per input token (one sequence
 length L, divided by L). A layer of the decoder-only / encoder Transformer costs
     projections   2·d·(d + 2·d_kv + d)      q, k, v, out (d_kv = kv_heads · head_dim)
     mixing        variant.flops(L, L, head_dim) · heads / L    (mixer level: flops(L, L, d) / L)
-    MLP           2·2·d·mlp_dim
+    MLP           2·2·d·mlp_dim             (0 with model.mlp_dim = 0: no MLP)
     short conv    2·w·(d + 2·d_kv)          with model.short_conv = w (mixer level: 2·w·d)
 and the output head 2·d·V at each scored position (T/L of the tokens) or, for classification,
 2·d·C once per sequence. The encoder–decoder adds its decoder stack (self + cross attention)

@@ -1,7 +1,8 @@
 """The backbone: a pre-norm Transformer whose Block owns everything but the token mixing.
 
 Block: x + Out(Attn(Q(LN x), K(LN x), V(LN x))) [+ x + Out(CrossAttn(LN x, context))]
-then x + MLP(LN x). The attention variant (`attnjax.attention.<name>`) only sees projected
+then x + MLP(LN x) (no MLP and no second norm when `mlp_dim` = 0, as in Zoology's mixer-only
+models). The attention variant (`attnjax.attention.<name>`) only sees projected
 q, k, v [B, L, H, Dh], so comparing variants compares token mixing and nothing else; a
 mixer-level variant (GRU, LSTM, ...) replaces the whole mixing sublayer. Heads: "lm" (logits per
 predicted position; with `positions` only those positions are projected to the vocabulary) and
@@ -98,11 +99,12 @@ class MixingSublayer(nn.Module):
 
 
 class Block(nn.Module):
-    """One pre-norm layer: self mixing, optional cross attention to `context`, then an MLP."""
+    """One pre-norm layer: self mixing, optional cross attention to `context`, then an MLP
+    (none when `mlp_dim` = 0: the layer is its mixing sublayer(s) alone)."""
 
     d_model: int
     num_heads: int
-    mlp_dim: int
+    mlp_dim: int  # hidden width of the MLP; 0 = no MLP sublayer (and no norm before it)
     attention: str
     attention_kwargs: tuple[tuple[str, Any], ...] = ()
     cross_attention: str | None = None  # a variant name: adds a cross-attention sublayer
@@ -138,6 +140,8 @@ class Block(nn.Module):
                                name="cross")(h, context=context, padding_mask=context_mask,
                                              deterministic=deterministic)
             x = x + drop(h)
+        if self.mlp_dim == 0:
+            return x
         h = nn.LayerNorm(dtype=self.dtype, name="mlp_norm")(x)
         h = nn.Dense(self.mlp_dim, dtype=self.dtype, name="mlp_in")(h)  # [B, L, F]
         h = nn.gelu(h)

@@ -15,6 +15,19 @@ is a uniform sample even when the files are grouped by class; LM tasks read them
 examples into epoch e's permutation (e = index·B // N, o = index·B mod N, N = train examples);
 the training loop records it with checkpoints and logs.
 Cost: one permutation of N per epoch (cached), O(B) per batch after that.
+
+Finite pools of synthetic tasks (config `train_examples` = N > 0, as Zoology trains on a fixed
+set): `pool_batch(task, n, ...)` reads the same epoch stream over a pool of N examples made by
+the task's own generator in chunks of POOL_CHUNK rows, chunk c from
+np.random.default_rng([seed, 0, POOL_STREAM, c]) (`pool(task, seed, n)`: the first N rows of
+ceil(N / POOL_CHUNK) chunks, so a smaller pool is a prefix of a larger one). The chunks do not
+depend on batch size or shards, so the batches are bit-identical on any number of devices and
+hosts. Eval / test keep their own streams (seed EVAL_SEED, split ids 1 and 2, never 0), drawn
+independently of the pool, as Zoology draws its test set with another seed: an eval example can
+equal a pool example only by chance (none in Zoology's figure-2 MQAR; tests count them).
+Cost: the pool is generated once per (task, seed, N) and kept in memory (Zoology figure 2's
+largest, MQAR L=256 × 100k, holds 116 MiB and takes ~14 s to make on one CPU core); O(B)
+per batch after that.
 """
 
 from __future__ import annotations
@@ -33,6 +46,40 @@ def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     order = np.random.default_rng([seed, epoch]).permutation(n)
     order.flags.writeable = False
     return order
+
+
+POOL_CHUNK = 1024  # pool examples per generator call (fixed: the pool must not depend on B)
+POOL_STREAM = 0xFFFFFFFF  # marks pool keys: no train batch index of the infinite stream reaches it
+
+
+# a pack of K runs reads K pools (one per data_seed) at every step: room for packs of 16 seeds
+@functools.lru_cache(maxsize=16)
+def pool(task, seed: int, n: int) -> dict[str, np.ndarray]:
+    """The n examples of `task`'s finite train pool for `seed` ({key: [n, ...]}, read-only)."""
+    if n < 1:
+        raise ValueError(f"a train pool needs at least 1 example, got {n}")
+    chunks = [task.generate(np.random.default_rng([seed, SPLITS["train"], POOL_STREAM, c]),
+                            POOL_CHUNK) for c in range(-(-n // POOL_CHUNK))]
+    out = {}
+    for key in chunks[0]:
+        out[key] = np.concatenate([c[key] for c in chunks])[:n]
+        out[key].flags.writeable = False
+    return out
+
+
+def pool_batch(task, n: int, index: int, batch_size: int, seed: int, shard: int = 0,
+               num_shards: int = 1) -> dict[str, np.ndarray]:
+    """Shard `shard` of `num_shards` of train batch `index` read from the pool of n examples:
+    stream positions [index·B + shard·B/n_s, ...) of the per-epoch permutations of the pool."""
+    rows = check_shard(batch_size, shard, num_shards)
+    ids, _ = train_ids(seed, n, index * batch_size + shard * rows, rows)
+    return {key: value[ids] for key, value in pool(task, seed, n).items()}
+
+
+def position(index: int, batch_size: int, n: int) -> dict[str, int]:
+    """Where train batch `index` starts in an epoch stream of n examples (module docstring)."""
+    epoch, offset = divmod(index * batch_size, n)
+    return {"epoch": int(epoch), "offset": int(offset)}
 
 
 @functools.lru_cache(maxsize=8)
@@ -88,5 +135,4 @@ class EpochBatches:
 
     def position(self, index: int, batch_size: int) -> dict[str, int]:
         """Where train batch `index` starts: {"epoch": e, "offset": o} (see module docstring)."""
-        epoch, offset = divmod(index * batch_size, self.split_size("train"))
-        return {"epoch": int(epoch), "offset": int(offset)}
+        return position(index, batch_size, self.split_size("train"))
