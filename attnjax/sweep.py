@@ -21,6 +21,7 @@ The manifest is a view rebuilt from the run dirs (`write_manifest`), never the o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -88,6 +89,9 @@ def _short(value: Any) -> str:
     return text or "none"
 
 
+MAX_NAME = 200  # characters of a run dir's name (file systems allow 255 bytes)
+
+
 def run_name(overrides: Mapping[str, Any], all_keys: list[str]) -> str:
     """'attention-local_seed-0': the last key component (the full key where that is ambiguous)."""
     leaves = [k.rsplit(".", 1)[-1] for k in all_keys]
@@ -98,7 +102,11 @@ def run_name(overrides: Mapping[str, Any], all_keys: list[str]) -> str:
         leaf = key.rsplit(".", 1)[-1]
         label = leaf if leaves.count(leaf) == 1 else key
         parts.append(f"{label}-{_short(value)}")
-    return "_".join(parts) or "default"
+    name = "_".join(parts) or "default"
+    if len(name) > MAX_NAME:  # a file name has at most 255 bytes: cut, keep it unique by a hash
+        digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+        name = f"{name[:MAX_NAME - 13]}_{digest}"
+    return name
 
 
 def _call(experiment, fn: str):
@@ -165,7 +173,7 @@ def _name(experiment, overrides: dict[str, Any], all_keys: list[str]) -> str:
         raise ConfigError(f"experiment run_name() raised {config_lib.describe_error(e, where)}"
                           ) from None
     if not isinstance(name, str) or not name or name in (".", "..") or "/" in name \
-            or os.sep in name or len(name) > 200:
+            or os.sep in name or len(name) > MAX_NAME:
         raise ConfigError(f"experiment run_name() must return a directory name (no '/', at "
                           f"most 200 characters); got {name!r}"[:300])
     return name

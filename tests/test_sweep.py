@@ -110,6 +110,15 @@ def test_run_names_are_readable_and_unambiguous():
     assert sweep.run_name({"model.dropout_rate": 0.1}, keys) == "model.dropout_rate-0.1"
 
 
+def test_long_run_names_are_cut_and_stay_unique():
+    keys = [f"task.setting_number_{i}" for i in range(30)]
+    long = {k: "a-long-value" for k in keys}
+    other = {**long, keys[-1]: "another-value"}  # differs only past the cut
+    a, b = sweep.run_name(long, keys), sweep.run_name(other, keys)
+    assert len(a) == len(b) == sweep.MAX_NAME and a != b
+    assert a.startswith("setting_number_0-a-long-value_")
+
+
 def test_a_preempted_run_stops_the_sweep(tmp_path):
     path = _write(tmp_path, EXPERIMENT.format())
     calls = []
