@@ -6,6 +6,10 @@ An experiment file (`experiments/<study>.py`) defines
     sweep()       -> a list of override dicts, {dotted.key: value}, one per run
     run_name(overrides) -> optional: a run's directory name (default: its overrides, e.g.
                      `attention-local_seed-0`), for studies whose runs differ in many keys
+    compare()     -> optional: how the study is read, {option: value} with options of
+                     `attnjax compare` (COMPARE_OPTIONS: metric, select_by, over, x, by,
+                     series, baseline); stored in manifest.json, the defaults of
+                     `attnjax compare SWEEP_DIR` and of the table a finished sweep prints
 
 `experiments/study.py:arg` calls get_config(arg) and sweep(arg) instead (e.g. a CPU-sized and
 an accelerator-sized version of one study); its runs go to runs/<study>-<arg>/ by default.
@@ -34,7 +38,7 @@ import ml_collections
 
 from attnjax import config as config_lib
 from attnjax import provenance
-from attnjax.registry import ConfigError
+from attnjax.registry import ConfigError, unknown_name_message
 from attnjax.rundir import MANIFEST, RunDir, atomic_write_json
 
 
@@ -81,7 +85,32 @@ def load_experiment(path: str | Path):
     WithArg.__file__ = str(file)
     WithArg.executor = getattr(module, "executor", None)
     WithArg.run_name = getattr(module, "run_name", None)
+    if callable(getattr(module, "compare", None)):
+        WithArg.compare = staticmethod(lambda: module.compare(arg))
     return WithArg
+
+
+COMPARE_OPTIONS = ("metric", "select_by", "over", "x", "by", "series", "baseline")
+
+
+def compare_settings(experiment) -> dict[str, Any]:
+    """The experiment's compare() checked: known options, str or list-of-str values."""
+    if not callable(getattr(experiment, "compare", None)):
+        return {}
+    settings = _call(experiment, "compare")
+    if not isinstance(settings, Mapping):
+        raise ConfigError(f"compare() must return a dict of compare options; got "
+                          f"{type(settings).__name__}")
+    out = {}
+    for key, value in settings.items():
+        if key not in COMPARE_OPTIONS:
+            raise ConfigError(unknown_name_message("compare() option", key, COMPARE_OPTIONS))
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+            raise ConfigError(f"compare() option {key!r} must be a string or a list of "
+                              f"strings; got {value!r}")
+        out[key] = value if isinstance(value, str) else list(value)
+    return out
 
 
 def _short(value: Any) -> str:
@@ -207,7 +236,9 @@ def plan(experiment_path: str | Path, workdir: str | Path | None = None, *,
          devices_per_run: int | None = None) -> list[RunDir]:
     """Writes every run dir of the study (pending) and the manifest; trains nothing.
     Runs already there keep their status (a re-plan resumes the study)."""
-    runs = expand(load_experiment(experiment_path), devices_per_run)
+    experiment = load_experiment(experiment_path)
+    runs = expand(experiment, devices_per_run)
+    settings = compare_settings(experiment)
     workdir = Path(workdir or default_workdir(experiment_path))
     check_workdir(workdir)
     out = []
@@ -218,7 +249,8 @@ def plan(experiment_path: str | Path, workdir: str | Path | None = None, *,
             "num_train_steps": run.config.num_train_steps,
             "attention": run.config.model.attention, "task": run.config.task.name})
         out.append(run_dir)
-    write_manifest(workdir, str(experiment_path), order=[r.name for r in out])
+    write_manifest(workdir, str(experiment_path), order=[r.name for r in out],
+                   compare=settings)
     return out
 
 
@@ -237,9 +269,10 @@ def sweep_runs(workdir: Path | str, order: list[str] | None = None) -> list[RunD
 
 
 def write_manifest(workdir: Path | str, experiment: str | None = None,
-                   order: list[str] | None = None) -> None:
+                   order: list[str] | None = None, compare: dict | None = None) -> None:
     """manifest.json rebuilt from the run dirs: name, overrides, status, reason, step; in the
-    study's order (`order`, else the previous manifest's)."""
+    study's order (`order`, else the previous manifest's); the study's compare settings
+    (`compare`, else the previous manifest's)."""
     workdir = Path(workdir)
     old = _read_manifest(workdir)
     entries = []
@@ -251,7 +284,7 @@ def write_manifest(workdir: Path | str, experiment: str | None = None,
                         "num_train_steps": summary.get("num_train_steps")})
     atomic_write_json(workdir / MANIFEST, {
         "experiment": experiment or old.get("experiment"), "updated_at": provenance.now(),
-        "runs": entries})
+        "compare": old.get("compare", {}) if compare is None else compare, "runs": entries})
 
 
 def _read_manifest(workdir: Path) -> dict[str, Any]:

@@ -197,3 +197,33 @@ def test_an_experiment_may_name_its_runs(tmp_path):
     path.write_text(path.read_text().replace("NAME_TAIL = ''", "NAME_TAIL = '/up'"))
     with pytest.raises(ConfigError, match="run_name\\(\\) must return a directory name"):
         sweep.expand(sweep.load_experiment(path))
+
+
+def test_a_study_declares_how_compare_reads_it(tmp_path):
+    body = EXPERIMENT.format().replace("():", "(arg=None):") + (
+        "\ndef compare(arg=None):\n"
+        "    return {'select_by': 'eval/accuracy', 'over': ['learning_rate'], 'x': 'seed'}\n")
+    path = _write(tmp_path, body)
+    sweep.plan(f"{path}:small", tmp_path / "out")  # with an argument too
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["compare"] == {"select_by": "eval/accuracy", "over": ["learning_rate"],
+                                   "x": "seed"}
+    sweep.write_manifest(tmp_path / "out")  # a worker's rebuild keeps them
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["compare"]
+    from attnjax.compare.cli import study_settings
+
+    assert study_settings([str(tmp_path / "out")])["x"] == "seed"
+    assert study_settings([str(tmp_path / "out"), str(tmp_path)]) == {}  # several dirs: none
+
+
+@pytest.mark.parametrize("returned, message", [
+    ("{'selectby': 'eval/accuracy'}", "did you mean 'select_by'"),
+    ("{'over': 3}", "must be a string or a list"),
+    ("['x']", "must return a dict"),
+])
+def test_a_bad_compare_declaration_is_refused_before_anything_is_written(
+        tmp_path, returned, message):
+    path = _write(tmp_path, EXPERIMENT.format() + f"\ndef compare():\n    return {returned}\n")
+    with pytest.raises(ConfigError, match=message):
+        sweep.plan(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

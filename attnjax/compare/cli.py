@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -43,11 +44,28 @@ def write_report(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
       ValueError: a bad metric, key or baseline (the message names the valid ones).
     """
     paths = [os.fspath(p) for p in paths]
+    study = study_settings(paths)
+    options = {**study, **{k: v for k, v in options.items() if v not in (None, [], ())}}
+    metric = metric or options.pop("metric", None)
+    options.pop("metric", None)
     df = load_runs(paths)
     if df.empty and not report.has_benchmarks(paths):
         raise FileNotFoundError(_no_runs_message(paths))
     metrics = [metric] if isinstance(metric, str) else metric
     return report.write(df, paths, out_dir, metrics, **options)
+
+
+def study_settings(paths: Sequence[str]) -> dict:
+    """The compare settings a study declared (its experiment file's `compare()`, stored in
+    manifest.json at plan time) when `paths` is one sweep dir; flags given by hand win."""
+    if len(paths) != 1:
+        return {}
+    try:
+        manifest = json.loads(Path(paths[0], MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    settings = manifest.get("compare") or {}
+    return dict(settings) if isinstance(settings, dict) else {}
 
 
 def _no_runs_message(paths: Sequence[str]) -> str:
