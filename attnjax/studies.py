@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -21,6 +22,7 @@ def lra_variants(length: int) -> dict[str, dict]:
     return {
         "softmax": {},
         "local": {"window_size": window},
+        "strided": {"stride": max(4, math.isqrt(length))},  # Sparse Transformer: stride √L
         "longformer": {"window_size": window},
         "bigbird": {"block_size": max(4, length // 32)},
         "block_local": {"block_size": window},
