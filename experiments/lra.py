@@ -172,11 +172,11 @@ def run_name(overrides):
     """'listops_attention-local_window_size-125_seed-0' with every task, else the variant and
     seed alone ('attention-local_window_size-125_seed-0', as any study names them): the task's
     LRA settings are many keys, which the default name would spell out."""
-    variant = {k: v for k, v in overrides.items()
-               if k in ("seed", "learning_rate", "model.attention")
-               or k.startswith("model.attention_kwargs")}
-    name = overrides_name(variant, list(variant))
     task = overrides.get("task.name")
+    swept = ("seed", "model.attention") + (() if task else ("learning_rate",))  # :cpu's lrs
+    variant = {k: v for k, v in overrides.items()
+               if k in swept or k.startswith("model.attention_kwargs")}
+    name = overrides_name(variant, list(variant))
     label = {config_name: arg for arg, (config_name, _, _) in TASKS.items()}.get(task, task)
     return f"{label}_{name}" if task else name
 

@@ -8,6 +8,7 @@ import pytest
 from attnjax import sweep
 from attnjax.config import REPO_ROOT, flatten
 from attnjax.registry import ConfigError
+from attnjax.studies import lra_variants
 from tests import data_fixtures
 
 LRA = REPO_ROOT / "experiments" / "lra.py"
@@ -21,7 +22,7 @@ EXPECTED = {
                                        "num_train_steps": 35_000, "weight_decay": 0.0}),
     "pathfinder": ("pathfinder", {"model.d_model": 128, "batch_size": 512,
                                   "num_train_steps": 62_400, "task.image_size": 32}),
-    "cpu": ("listops", {"model.d_model": 64, "task.seq_len": 128}),  # placeholder
+    "cpu": ("listops", {"model.d_model": 64, "task.seq_len": 128, "num_test_batches": 16}),
 }
 
 
@@ -39,7 +40,8 @@ def _plan(arg):
 def test_each_argument_plans_with_lras_settings(arg, lra_data):
     runs = _plan(arg)
     task, settings = EXPECTED[arg]
-    assert len(runs) == 14 * 3 and len({r.name for r in runs}) == len(runs)
+    variants = 11 * 2 if arg == "cpu" else len(lra_variants(8))  # :cpu: table 1's, 2 lrs
+    assert len(runs) == variants * 3 and len({r.name for r in runs}) == len(runs)
     for run in runs:
         flat = flatten(run.config.to_dict())
         assert run.config.task.name == task and run.config.model.attention_dropout_rate == 0
