@@ -48,6 +48,11 @@ def make_sweep(root: Path, seeds=SEEDS) -> Path:
                                   "task": {"name": "mqar", "seq_len": L, "num_kv_pairs": 8,
                                            "vocab_size": 64}}
                         summary = {"status": "done", "step": 100, "num_params": 1000 * d,
+                                   "git_revision": "abc123def4567890", "wall_time_s": 60.0,
+                                   "versions": {"jax": "0.10.2", "attnjax": "0.1.0"},
+                                   "device": {"kind": "cpu", "used": 1},
+                                   "started_at": f"2026-12-02T09:{seed:02d}:00+00:00",
+                                   "updated_at": f"2026-12-02T10:{seed:02d}:00+00:00",
                                    "final_metrics": {"eval/accuracy": test + 0.01,
                                                      "test/accuracy": test,
                                                      "test_len256/accuracy": test / 2,
@@ -97,6 +102,11 @@ def test_report_pivots_and_moves_the_long_table_to_an_appendix(sweep: Path, tmp_
     assert '<div class="wide"><table>' in page and "overflow-x:auto" in page
     assert 'colspan="2"' in page  # seq_len header over its d_model cells? (levels merge)
     assert 'rowspan="3" class="variant"' in page
+    provenance = md.split("## Provenance")[1].split("##")[0]
+    assert "git revision: `abc123def456`" in provenance
+    assert "jax 0.10.2" in provenance and "cpu × 1" in provenance
+    assert "62.0 min from the first run's start" in provenance  # 09:00 to 10:02
+    assert "144 finished runs took 144.0 min together" in provenance
 
 
 def test_softmax_in_disguise(analysis):

@@ -30,6 +30,7 @@ from attnjax.compare.analysis import NOT_DONE_ORDER, Analysis, accuracy_metric, 
 from attnjax.compare.flags import CHANCE_MARGIN, PARAMS_TOLERANCE
 from attnjax.compare.groups import format_value, higher_is_better
 from attnjax.compare.latex import latex_tables
+from attnjax.compare.provenance import provenance_blocks
 from attnjax.compare.runs import CONFIG_PREFIX
 from attnjax.compare.tables import format_stat, legend, table_rows
 
@@ -308,6 +309,7 @@ def write(df: pd.DataFrame, paths: Sequence[str], out_dir: str | os.PathLike,
             blocks.append(("h", 2, "Runs not in the table"))
             for title, items in not_done:
                 blocks += [("h", 3, title), ("list", items)]
+        blocks += provenance_blocks(df, paths)
         blocks += [("h", 2, "Run directories"),
                    ("list", [f"`{r.run_dir}` ({r.status})" for r in df.itertuples()])]
     report = rundir.atomic_write_text(out / "report.md", to_markdown(blocks, out))
