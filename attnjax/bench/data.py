@@ -43,7 +43,7 @@ SIZES: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
     "lra": {  # Long Range Arena / Zoology scale
         "mqar": (None, {"task.seq_len": 512, "task.num_kv_pairs": 64, "task.vocab_size": 8192}),
         "listops": ("lra", {}),
-        "pathfinder": (None, {}),
+        "pathfinder": ("lra", {}),
     },
 }
 
