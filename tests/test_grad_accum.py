@@ -56,3 +56,14 @@ def test_batch_must_split_into_micro_batches(accum, message):
     config = config_lib.resolve(tiny_config(grad_accum_steps=accum))
     with pytest.raises(ConfigError, match=message):
         steps.devices_for(config)
+
+
+def test_the_out_of_memory_reason_names_the_micro_batches_that_fit():
+    from attnjax import train
+
+    config = config_lib.resolve(tiny_config(batch_size=64))
+    gib = 2**30
+    reason = train.oom_reason(config, needs=20 * gib, free=8 * gib)
+    assert "grad_accum_steps=4 (now 1" in reason, reason  # 20 / 4 = 5 GiB < 0.8 x 8
+    # nothing fits even one example per micro-batch: not offered
+    assert "grad_accum_steps" not in train.oom_reason(config, needs=2000 * gib, free=gib)
