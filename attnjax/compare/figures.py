@@ -139,7 +139,7 @@ def result_figures(analysis, out: Path, x: str | None = None, by: str | None = N
     table, metric = analysis.table, analysis.metrics[0]
     slug = lambda m: m.replace("/", "_")
     chance = {t: plots._chance_levels(part) for t, part in table.groupby("task")}
-    drawn = plots._is_accuracy(metric) and any(chance.values())
+    drawn = plots.is_accuracy(metric) and any(chance.values())
     chance_note = ("; dashed: the task's chance accuracy (`chance_accuracy`, docs/COMPARE.md)"
                    if drawn else "")
     blocks: list[tuple] = []
@@ -148,7 +148,7 @@ def result_figures(analysis, out: Path, x: str | None = None, by: str | None = N
                              chance)
     if path:
         blocks.append(("img", path, f"{curve} vs step (mean over seeds, band: min–max)"
-                       + (chance_note if plots._is_accuracy(curve) else "")))
+                       + (chance_note if plots.is_accuracy(curve) else "")))
     ci = plots.ci_caption(metric, table["n"])
     path = plots.plot_bars(table, metric, out / f"bars_{slug(metric)}.png")
     if path:

@@ -18,8 +18,8 @@ from attnjax.compare import plots
 from attnjax.compare.plots import (
     _cell_panels,
     _figure,
-    _is_accuracy,
     error_bars,
+    is_accuracy,
     shared_legend,
     style,
     wrap,
@@ -51,7 +51,7 @@ def plot_lengths(lengths: pd.DataFrame, metric: str, path: str | os.PathLike) ->
         return None
     keys, titles, order, variant, names = _cell_panels(lengths)
     fig, axes = _figure(len(order))
-    bounded = _is_accuracy(metric)
+    bounded = is_accuracy(metric)
     split, name = metric.split("/", 1)
     for ax, key in zip(axes, order, strict=False):
         for line, part in lengths[keys == key].groupby(variant[keys == key], sort=True):

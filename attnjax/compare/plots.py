@@ -40,7 +40,7 @@ from attnjax.compare.groups import (
     sort_key,
 )
 from attnjax.compare.runs import CONFIG_PREFIX, read_curve
-from attnjax.compare.tables import variant_names
+from attnjax.compare.tables import is_accuracy, variant_names
 
 DPI = 110
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
@@ -100,10 +100,6 @@ def shared_legend(fig, axes, title: str | None = None) -> None:
                ncols=columns, title=title, title_fontsize="small", frameon=False)
 
 
-def _is_accuracy(metric: str) -> bool:
-    return "accuracy" in metric.split("/")[-1]
-
-
 def error_bars(mean: np.ndarray, ci: np.ndarray, n: np.ndarray,
                bounded: bool) -> tuple[np.ndarray, np.ndarray]:
     """(mask, [2, k] lower/upper error lengths) of the points with n >= 2 and a CI; with
@@ -122,7 +118,7 @@ def ci_caption(metric: str, n: Sequence[Any]) -> str:
     if not (counts >= 2).any():
         return "one seed per point: no confidence intervals"
     text = "bars: 95% t-CI of the mean (points with n ≥ 2 seeds only)"
-    return text + (", clipped to [0, 1]" if _is_accuracy(metric) else "")
+    return text + (", clipped to [0, 1]" if is_accuracy(metric) else "")
 
 
 def _chance_line(ax, levels: Sequence[float], vertical: bool = False) -> None:
@@ -199,7 +195,7 @@ def plot_curves(runs: pd.DataFrame, metric: str, path: str | os.PathLike,
                                     color=look["color"], linewidth=0)
                 plotted = True
         task = key.split("|", 1)[0]
-        if chance and _is_accuracy(metric):
+        if chance and is_accuracy(metric):
             _chance_line(ax, chance.get(task, []))
         ax.set(xlabel="step", ylabel=metric)
         ax.set_title(wrap(titles[key] or metric))
@@ -217,7 +213,7 @@ def plot_bars(table: pd.DataFrame, metric: str, path: str | os.PathLike) -> Path
     tallest = table.groupby("task").size().max()
     fig, axes = _figure(len(tasks), width=6.5, height=max(2.5, 0.32 * tallest + 1.4),
                         max_columns=2)
-    bounded = _is_accuracy(metric)
+    bounded = is_accuracy(metric)
     for ax, task in zip(axes, tasks, strict=False):
         part = table[table["task"] == task].iloc[::-1]
         y = np.arange(len(part))
@@ -296,7 +292,7 @@ def plot_swept(table: pd.DataFrame, metric: str, x: str, by: str | None,
                     key=lambda kv: (kv[0][0], sort_key([kv[1]["_by"].iloc[0]])))
     fig, axes = _figure(len(panels))
     x_name, by_name = x.removeprefix(CONFIG_PREFIX), (by or "").removeprefix(CONFIG_PREFIX)
-    bounded = _is_accuracy(metric)
+    bounded = is_accuracy(metric)
     for ax, ((task, by_value), part) in zip(axes, panels, strict=False):
         for line, points in part.groupby("_line", sort=True):
             points = points.sort_values("_x")

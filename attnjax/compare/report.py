@@ -211,7 +211,9 @@ def _pivot_blocks(part: pd.DataFrame, analysis: Analysis, axes: list[str]) -> li
     metric = analysis.metrics[0]
     levels, rows, notes = tables.pivot_table(part, metric, axes)
     names = ", ".join(f"`{a.removeprefix(CONFIG_PREFIX)}`" for a in axes)
-    caption = (f"{metric}: mean ± 95% CI half-width (Student t; none for one seed), "
+    bounded = (" (an interval that would cross 0 or 1 is shown as [low, high], clipped)"
+               if tables.is_accuracy(metric) else "")
+    caption = (f"{metric}: mean ± 95% CI half-width (Student t; none for one seed){bounded}, "
                f"(n) finished seeds, per variant (rows) and {names} (columns). "
                "Stars: Holm-corrected significance against the baseline; ⚠: flagged (below). "
                "Every column of every row is in the appendix table and results.csv.")

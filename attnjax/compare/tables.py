@@ -51,11 +51,20 @@ def format_stat(mean: float, std: float, star: str = "") -> str:
     return text + (star or "")
 
 
-def _ci(mean: float, half: float) -> str:
+def _ci(mean: float, half: float, bounded: bool = False) -> str:
+    """'[low, high]'; `bounded` (an accuracy): clipped to [0, 1], as the plots are."""
     if is_missing(half) or is_missing(mean):
         return MISSING
     spec = _spec(mean)
-    return f"[{mean - half:{spec}}, {mean + half:{spec}}]"
+    low, high = mean - half, mean + half
+    if bounded:
+        low, high = max(low, 0.0), min(high, 1.0)
+    return f"[{low:{spec}}, {high:{spec}}]"
+
+
+def is_accuracy(metric: str) -> bool:
+    """Metrics bounded by [0, 1] whose intervals are clipped there."""
+    return "accuracy" in metric.split("/")[-1]
 
 
 def _si(x: Any) -> str:
@@ -113,7 +122,8 @@ def table_rows(part: pd.DataFrame, metrics: list[str]) -> tuple[list[str], list[
         columns.append((m, lambda r, m=m: format_stat(r[f"{m}_mean"], r[f"{m}_std"],
                                                       r.get(f"{m}_stars", ""))))
     if primary:
-        columns.append(("95% CI", lambda r: _ci(r[f"{primary}_mean"], r[f"{primary}_ci"])))
+        columns.append(("95% CI", lambda r: _ci(r[f"{primary}_mean"], r[f"{primary}_ci"],
+                                                 is_accuracy(primary))))
     if primary and _has(part, f"{primary}_p_holm"):
         columns.append(("p (Holm)", lambda r: _p(r[f"{primary}_p_holm"])))
     columns.append(("n", lambda r: str(int(r["n"]))))
@@ -136,8 +146,9 @@ def table_rows(part: pd.DataFrame, metrics: list[str]) -> tuple[list[str], list[
 def legend(part: pd.DataFrame, metrics: list[str], test: str = "welch") -> str:
     """What the table's symbols mean, in one paragraph under it."""
     primary = metrics[0] if metrics else "the metric"
+    clipped = ", clipped to [0, 1]" if is_accuracy(primary) else ""
     text = ["Cells: mean ± std over seeds (std with n−1)", f"95% CI: Student-t interval of "
-            f"the mean of {primary} ({MISSING} for one seed)"]
+            f"the mean of {primary} ({MISSING} for one seed{clipped})"]
     if _has(part, f"{primary}_p_holm"):
         name = "Welch's t-test" if test == "welch" else "bootstrap test"
         text.append(f"* p<0.05, ** p<0.01, *** p<0.001: two-sided {name} against the "
@@ -181,19 +192,34 @@ def markdown_grid(header: list[str], rows: list[list[str]]) -> str:
 
 
 def swept_axes_of(part: pd.DataFrame) -> list[str]:
-    """Config columns outside the attention whose values differ between the rows of a task."""
+    """Config columns outside the attention whose values differ between the rows of one
+    variant: the study's axes. A setting fixed per variant (a study that gives attention its
+    positions or dropout and the other mixers none) describes the variant, not a column."""
     configs = [config_of(g) for g in part["group"]]
     columns = sorted({c for config in configs for c in config if not c.startswith(ATTENTION_KEY)})
-    return [c for c in columns if len({format_value(config.get(c)) for config in configs}) > 1]
+    variants: dict[str, list[dict]] = {}
+    for config in configs:
+        variant = tuple(sorted((k, format_value(v)) for k, v in config.items()
+                               if k.startswith(ATTENTION_KEY)))
+        variants.setdefault(str(variant), []).append(config)
+    return [c for c in columns
+            if any(len({format_value(config.get(c)) for config in rows}) > 1
+                   for rows in variants.values())]
 
 
 def _stat_cell(row: pd.Series, metric: str) -> str:
-    """'0.912 ± 0.013 (3)': mean ± 95% CI half-width (n); no ± for one seed; ⚠ when flagged."""
+    """'0.912 ± 0.013 (3)': mean ± 95% CI half-width (n); no ± for one seed; ⚠ when flagged.
+    An accuracy whose interval crosses 0 or 1 shows it clipped: '0.080 [0.000, 0.629] (2)'."""
     mean, half, n = row.get(f"{metric}_mean"), row.get(f"{metric}_ci"), row.get(f"{metric}_n")
     if is_missing(mean):
         return MISSING
     spec = _spec(mean)
-    text = format(mean, spec) if is_missing(half) else f"{mean:{spec}} ± {half:{spec}}"
+    if is_missing(half):
+        text = format(mean, spec)
+    elif is_accuracy(metric) and (mean - half < 0 or mean + half > 1):
+        text = f"{mean:{spec}} {_ci(mean, half, bounded=True)}"
+    else:
+        text = f"{mean:{spec}} ± {half:{spec}}"
     text += "" if is_missing(n) else f" ({int(n)})"
     return text + (row.get(f"{metric}_stars") or "") + (" ⚠" if row.get("flags") else "")
 
