@@ -248,3 +248,14 @@ def test_every_figure_layout(sweep: Path, tmp_path: Path):
             if ax.get_visible() and ax.get_title():
                 title = ax.title.get_window_extent(renderer)
                 assert title.width <= ax.get_window_extent(renderer).width * 1.05
+
+
+def test_a_setting_fixed_per_variant_is_not_a_pivot_axis():
+    # as Zoology's study: attention gets positions and dropout, the other mixers none
+    rows = []
+    for attention, extra in (("softmax", {"config.model.positional": "sinusoidal"}),
+                             ("h3", {"config.model.positional": "none"})):
+        for d in (32, 64):
+            rows.append(json.dumps({"config.model.attention": attention,
+                                    "config.model.d_model": d, **extra}))
+    assert tables.swept_axes_of(pd.DataFrame({"group": rows})) == ["config.model.d_model"]
