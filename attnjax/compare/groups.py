@@ -238,10 +238,27 @@ def config_of(group: str) -> dict[str, Any]:
     return json.loads(group) if group else {}
 
 
+def axis_columns(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """The study's axes: config columns outside the attention whose values differ between the
+    rows of one variant (d_model, seq_len, ...). A setting fixed per variant (a study that gives
+    attention its positions or dropout and the other mixers none) describes the variant."""
+    variants: dict[str, list[dict]] = {}
+    for config in configs:
+        variant = json.dumps({k: v for k, v in config.items() if k.startswith(ATTENTION_KEY)},
+                             sort_keys=True, default=str)
+        variants.setdefault(variant, []).append(config)
+    columns = sorted({c for config in configs for c in config if not c.startswith(ATTENTION_KEY)})
+    return [c for c in columns
+            if any(len({format_value(config.get(c)) for config in rows}) > 1
+                   for rows in variants.values())]
+
+
 def cells(table: pd.DataFrame) -> pd.Series:
-    """Each row's settings outside the attention (d_model, seq_len, ...) as a sorted tuple."""
-    return table["group"].map(lambda g: tuple(sorted(
-        (k, v) for k, v in config_of(g).items() if not k.startswith(ATTENTION_KEY))))
+    """Each row's values of the study's axes (`axis_columns`) as a sorted tuple: rows of
+    different variants in one cell of the sweep compare with each other."""
+    configs = table["group"].map(config_of)
+    axes = axis_columns(list(configs))
+    return configs.map(lambda c: tuple(sorted((k, c.get(k)) for k in axes)))
 
 
 def differing_labels(keys: dict[Any, dict[str, Any]], empty: str = "all") -> dict[Any, str]:

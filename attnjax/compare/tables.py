@@ -19,6 +19,7 @@ from attnjax.compare.flags import CHANCE_MARGIN, PARAMS_TOLERANCE
 from attnjax.compare.groups import (
     ATTENTION_KEY,
     add_groups,
+    axis_columns,
     config_of,
     differing_labels,
     format_value,
@@ -192,19 +193,8 @@ def markdown_grid(header: list[str], rows: list[list[str]]) -> str:
 
 
 def swept_axes_of(part: pd.DataFrame) -> list[str]:
-    """Config columns outside the attention whose values differ between the rows of one
-    variant: the study's axes. A setting fixed per variant (a study that gives attention its
-    positions or dropout and the other mixers none) describes the variant, not a column."""
-    configs = [config_of(g) for g in part["group"]]
-    columns = sorted({c for config in configs for c in config if not c.startswith(ATTENTION_KEY)})
-    variants: dict[str, list[dict]] = {}
-    for config in configs:
-        variant = tuple(sorted((k, format_value(v)) for k, v in config.items()
-                               if k.startswith(ATTENTION_KEY)))
-        variants.setdefault(str(variant), []).append(config)
-    return [c for c in columns
-            if any(len({format_value(config.get(c)) for config in rows}) > 1
-                   for rows in variants.values())]
+    """The pivot's columns: the study's axes among the rows of a task (`axis_columns`)."""
+    return axis_columns([config_of(g) for g in part["group"]])
 
 
 def _stat_cell(row: pd.Series, metric: str) -> str:
