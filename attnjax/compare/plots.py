@@ -204,14 +204,30 @@ def plot_curves(runs: pd.DataFrame, metric: str, path: str | os.PathLike,
     return _save(fig, path) if plotted else None
 
 
+def short_labels(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Legend and axis labels: the variant's short name (`variant_names`: the attention, its
+    settings only where one attention has several) and the other settings that differ."""
+    own = {k: {c: v for c, v in cf.items() if c.startswith(ATTENTION_KEY)}
+           for k, cf in configs.items()}
+    names = variant_names(own)
+    rest = differing_labels({k: {c: v for c, v in cf.items() if not c.startswith(ATTENTION_KEY)}
+                             for k, cf in configs.items()}, empty="")
+    return {k: " ".join(p for p in (names[k], rest[k]) if p) for k in configs}
+
+
 def plot_bars(table: pd.DataFrame, metric: str, path: str | os.PathLike) -> Path | None:
     """Mean `metric` per group (horizontal bars, labels wrapped) with 95% t-CI error bars where
     n >= 2 (clipped to [0, 1] for accuracies); baseline hatched; chance a dashed line."""
     if f"{metric}_mean" not in table or table[f"{metric}_mean"].isna().all():
         return None
     tasks = sorted(table["task"].unique())
-    tallest = table.groupby("task").size().max()
-    fig, axes = _figure(len(tasks), width=6.5, height=max(2.5, 0.32 * tallest + 1.4),
+    names = short_labels({i: config_of(g) for i, g in zip(table.index, table["group"],
+                                                            strict=True)})
+    text = {i: wrap(f"{names[i]} (n={n})", 44) for i, n in zip(table.index, table["n"],
+                                                                 strict=True)}
+    tallest = max(sum(text[i].count("\n") + 1 for i in table.index[table["task"] == task])
+                  for task in tasks)  # label lines, not bars: wrapped labels must not touch
+    fig, axes = _figure(len(tasks), width=6.5, height=max(2.5, 0.24 * tallest + 1.4),
                         max_columns=2)
     bounded = is_accuracy(metric)
     for ax, task in zip(axes, tasks, strict=False):
@@ -227,8 +243,7 @@ def plot_bars(table: pd.DataFrame, metric: str, path: str | os.PathLike) -> Path
             for bar, is_base in zip(bars, part["is_baseline"], strict=True):
                 if is_base:
                     bar.set(hatch="//", color="tab:gray")
-        ax.set_yticks(y, [wrap(f"{label} (n={n})", 44) for label, n in zip(
-            part["label"], part["n"], strict=True)], fontsize="small")
+        ax.set_yticks(y, [text[i] for i in part.index], fontsize="small")
         if bounded:
             _chance_line(ax, _chance_levels(part), vertical=True)
         ax.set(xlabel=metric)
@@ -286,7 +301,7 @@ def plot_swept(table: pd.DataFrame, metric: str, x: str, by: str | None,
     frame = frame.assign(_line=configs.map(lambda c: json.dumps(
         {k: c[k] for k in keys if k in c}, sort_keys=True, default=str)))
     lines = sorted(frame["_line"].unique())
-    labels = differing_labels({k: json.loads(k) for k in lines})
+    labels = short_labels({k: json.loads(k) for k in lines})
     look = {line: style(i) for i, line in enumerate(lines)}
     panels = sorted(frame.groupby(["task", frame["_by"].map(str)], sort=False),
                     key=lambda kv: (kv[0][0], sort_key([kv[1]["_by"].iloc[0]])))

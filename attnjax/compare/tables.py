@@ -269,12 +269,18 @@ def variant_names(configs: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 
 def variant_settings(part: pd.DataFrame, axes: list[str]) -> list[str]:
-    """Footnotes for the variant column: each variant's own settings (attention_kwargs)."""
+    """Footnotes for the variant column: each variant's own settings (attention_kwargs), and
+    the settings outside the attention that the study fixes per variant (not an axis, but
+    different between variants: attention's positions or a short convolution)."""
+    configs = [config_of(g) for g in part["group"]]
+    fixed = [c for c in sorted({c for cf in configs for c in cf})
+             if not c.startswith(ATTENTION_KEY) and c not in axes
+             and len({format_value(cf.get(c)) for cf in configs}) > 1]
     out = {}
-    for group in part["group"]:
-        config = config_of(group)
+    for config in configs:
         name = format_value(config.get(ATTENTION_KEY, ""))
         own = {c: v for c, v in config.items() if c.startswith(ATTENTION_KEY + "_kwargs.")}
+        own.update({c: config.get(c) for c in fixed})
         if own:
             text = " ".join(f"{c.rsplit('.', 1)[-1]}={format_value(v)}" for c, v in own.items())
             out.setdefault(f"{name}: {text}", None)
