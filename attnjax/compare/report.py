@@ -223,7 +223,8 @@ def _pivot_blocks(part: pd.DataFrame, analysis: Analysis, axes: list[str]) -> li
     blocks: list[tuple] = [("table", levels, rows), ("p", caption)]
     settings = tables.variant_settings(part, axes)
     if settings:
-        blocks += [("p", "Variant settings (model.attention_kwargs, and settings the study fixes per variant):"), ("list", settings)]
+        blocks += [("p", "Variant settings (model.attention_kwargs, and settings the study "
+                         "fixes per variant):"), ("list", settings)]
     if notes:
         blocks += [("p", "Flags (" + tables.FLAGS_LEGEND + "):"), ("list", notes)]
     return blocks
