@@ -113,13 +113,15 @@ def train_step(state, batch, hparams, rng, *, model, task, tx, schedule, accum_s
     pass over the shard up to float rounding, with 1/accum_steps of its activation memory."""
     rng = jax.random.fold_in(jax.random.fold_in(rng, state.step), jax.lax.axis_index(axis_name))
 
-    def loss_fn(params, batch, rng, weight_total=None):
+    def loss_fn(params, batch, rng, normalise=True):
+        """The batch's loss over the global weight (psum), or its plain sum for a micro-batch
+        (the caller divides the summed gradients once)."""
         logits = model.apply(
             {"params": params}, batch["inputs"], **model_inputs(batch),
             deterministic=False, rngs={"dropout": rng},
         )
         loss_sum, weight, metrics = task.loss_and_metrics(logits, batch)
-        scale = jax.lax.psum(weight, axis_name) if weight_total is None else 1.0
+        scale = jax.lax.psum(weight, axis_name) if normalise else 1.0
         return loss_sum / scale, (weight, metrics)
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
@@ -156,7 +158,7 @@ def _accumulate(grad_fn, params, batch, rng, accum_steps: int):
     micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
 
     def grads_of(m, i):
-        grads, (weight, metrics) = grad_fn(params, m, jax.random.fold_in(rng, i), True)
+        grads, (weight, metrics) = grad_fn(params, m, jax.random.fold_in(rng, i), False)
         return grads, weight, metrics
 
     first = jax.tree.map(lambda x: x[0], micro)
