@@ -67,3 +67,22 @@ def test_the_out_of_memory_reason_names_the_micro_batches_that_fit():
     assert "grad_accum_steps=4 (now 1" in reason, reason  # 20 / 4 = 5 GiB < 0.8 x 8
     # nothing fits even one example per micro-batch: not offered
     assert "grad_accum_steps" not in train.oom_reason(config, needs=2000 * gib, free=gib)
+
+
+def test_micro_batches_on_two_devices_give_the_one_device_update():
+    """pmap over 2 devices, 2 micro-batches each: the weight is summed over devices and
+    micro-batches, so the update equals one device's whole-batch step."""
+    from tests.conftest import run_python
+
+    code = """
+import jax, numpy as np
+from tests.test_grad_accum import _train
+one, _, _ = _train(1, num_steps=2, adam_eps=1.0)
+two, _, _ = _train(2, num_steps=2, adam_eps=1.0, num_devices=2)
+worst = max(float(np.max(np.abs(a[0] - b[0]))) for a, b in
+            zip(jax.tree.leaves(one), jax.tree.leaves(two), strict=True))
+assert worst < 1e-5, worst
+print("ok", worst)
+"""
+    proc = run_python(code, devices=2)
+    assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
