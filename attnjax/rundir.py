@@ -93,6 +93,16 @@ def atomic_write_text(path: Path | str, text: str) -> Path:
     return atomic_write(path, write)
 
 
+def read_manifest(sweep_dir: Path | str) -> dict[str, Any]:
+    """A sweep dir's manifest.json ({} where there is none or it does not parse: it is a view
+    rebuilt from the run dirs, never the only record)."""
+    try:
+        manifest = json.loads((Path(sweep_dir) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
 def atomic_write_json(path: Path | str, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
 import sys
@@ -39,7 +38,7 @@ import ml_collections
 from attnjax import config as config_lib
 from attnjax import provenance
 from attnjax.registry import ConfigError, unknown_name_message
-from attnjax.rundir import MANIFEST, RunDir, atomic_write_json
+from attnjax.rundir import MANIFEST, RunDir, atomic_write_json, read_manifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,7 +262,7 @@ def sweep_runs(workdir: Path | str, order: list[str] | None = None) -> list[RunD
     found = [RunDir(p) for p in sorted(workdir.iterdir())
              if p.is_dir() and not p.name.startswith(".") and RunDir.is_run_dir(p)]
     if order is None:
-        order = [e.get("name") for e in _read_manifest(workdir).get("runs", [])]
+        order = [e.get("name") for e in read_manifest(workdir).get("runs", [])]
     rank = {name: i for i, name in enumerate(order)}
     return sorted(found, key=lambda r: (rank.get(r.name, sys.maxsize), r.name))
 
@@ -274,7 +273,7 @@ def write_manifest(workdir: Path | str, experiment: str | None = None,
     study's order (`order`, else the previous manifest's); the study's compare settings
     (`compare`, else the previous manifest's)."""
     workdir = Path(workdir)
-    old = _read_manifest(workdir)
+    old = read_manifest(workdir)
     entries = []
     for run_dir in sweep_runs(workdir, order):
         summary = run_dir.read_summary()
@@ -285,13 +284,6 @@ def write_manifest(workdir: Path | str, experiment: str | None = None,
     atomic_write_json(workdir / MANIFEST, {
         "experiment": experiment or old.get("experiment"), "updated_at": provenance.now(),
         "compare": old.get("compare", {}) if compare is None else compare, "runs": entries})
-
-
-def _read_manifest(workdir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((workdir / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def run_sweep(

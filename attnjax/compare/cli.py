@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from attnjax import stats
 from attnjax.compare import plots, report
 from attnjax.compare.groups import add_groups, task_of
 from attnjax.compare.runs import load_runs
-from attnjax.rundir import MANIFEST
+from attnjax.rundir import MANIFEST, read_manifest
 
 
 def plot_curves(df: pd.DataFrame, metric: str, path: str | os.PathLike) -> Path | None:
@@ -60,11 +59,7 @@ def study_settings(paths: Sequence[str]) -> dict:
     manifest.json at plan time) when `paths` is one sweep dir; flags given by hand win."""
     if len(paths) != 1:
         return {}
-    try:
-        manifest = json.loads(Path(paths[0], MANIFEST).read_text())
-    except (OSError, ValueError):
-        return {}
-    settings = manifest.get("compare") or {}
+    settings = read_manifest(paths[0]).get("compare") or {}
     return dict(settings) if isinstance(settings, dict) else {}
 
 

@@ -8,14 +8,12 @@ it starts), so a shipped report says what made it.
 from __future__ import annotations
 
 import datetime
-import json
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
-from attnjax.rundir import MANIFEST, RunDir
+from attnjax.rundir import RunDir, read_manifest
 
 
 def _time(text: str | None) -> datetime.datetime | None:
@@ -31,12 +29,7 @@ def _counted(counter: Counter) -> str:
 
 
 def _experiment(paths: Sequence[str]) -> str | None:
-    if len(paths) != 1:
-        return None
-    try:
-        return json.loads(Path(paths[0], MANIFEST).read_text()).get("experiment")
-    except (OSError, ValueError):
-        return None
+    return read_manifest(paths[0]).get("experiment") if len(paths) == 1 else None
 
 
 def provenance_blocks(df: pd.DataFrame, paths: Sequence[str]) -> list[tuple]:
